@@ -54,4 +54,8 @@ export interface SourceInfo {
   metadataColumn: string | null;
   /** Journal mode of the file, e.g. 'wal' or 'delete'. */
   journalMode: string;
+  /** Tables and views found in the file (lets the caller say what a non-memory file holds). */
+  tables?: string[];
+  /** Size of the main file in bytes (the -wal sidecar not included). */
+  sizeBytes?: number;
 }

@@ -1,11 +1,13 @@
 // One small interface over the two ways we reach PostgreSQL: postgres.js against a real
 // server, and PGlite (PostgreSQL in WebAssembly, in-process) as the embedded default.
 // Everything above this file talks to `Db` only, so every feature runs on both.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import postgres from 'postgres';
 import { PGlite } from '@electric-sql/pglite';
 import { vector } from '@electric-sql/pglite-pgvector';
-import { maskUrl } from '../secrets.js';
+import { maskUrl, redact } from '../secrets.js';
+import { RunError, UsageError } from '../errors.js';
 
 export type Row = Record<string, any>;
 
@@ -21,6 +23,11 @@ export interface Db {
   transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T>;
   /** COPY table (columns) FROM binary data. `data` is a complete PGCOPY stream. */
   copyBinary(table: string, columns: string[], data: Uint8Array): Promise<void>;
+  /**
+   * Takes a session-level advisory lock on a connection of its own, held until the returned
+   * release() is called; null when another session holds it.
+   */
+  tryAdvisoryLock(key: number): Promise<(() => Promise<void>) | null>;
   close(): Promise<void>;
 }
 
@@ -39,8 +46,56 @@ export function describeTarget(opts: TargetOptions): string {
 }
 
 export async function openDb(opts: TargetOptions): Promise<Db> {
-  if (opts.databaseUrl) return openPostgres(opts.databaseUrl, opts.connectTimeout ?? 10);
+  if (opts.databaseUrl) {
+    checkDatabaseUrl(opts.databaseUrl);
+    try {
+      return await openPostgres(opts.databaseUrl, opts.connectTimeout ?? 10);
+    } catch (err) {
+      throw describeConnectError(err, opts.databaseUrl);
+    }
+  }
   return openPglite(opts.pgliteDir ?? DEFAULT_PGLITE_DIR);
+}
+
+/** A malformed DATABASE_URL is bad input (exit 2), caught before any connection attempt. */
+export function checkDatabaseUrl(url: string): void {
+  let parsed: URL | null = null;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = null;
+  }
+  if (!parsed || !/^postgres(ql)?:$/.test(parsed.protocol) || !parsed.hostname) {
+    throw new UsageError(
+      `DATABASE_URL is malformed (${maskUrl(url)}): use postgres://user:password@host:5432/database, or unset it to use embedded PGlite`,
+    );
+  }
+}
+
+/** Turns a driver's connection failure into one line that names the problem and the fix. */
+export function describeConnectError(err: unknown, url: string): Error {
+  const e = err as { code?: string; message?: string; errno?: string };
+  const where = maskUrl(url);
+  const msg = redact(e?.message ?? String(err));
+  switch (e?.code) {
+    case 'ECONNREFUSED':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'CONNECT_TIMEOUT':
+    case 'ETIMEDOUT':
+      return new UsageError(`cannot reach PostgreSQL at ${where} (${e.code}): check the host and port and that the server is running`);
+    case '28P01':
+    case '28000':
+      return new UsageError(`PostgreSQL authentication failed for ${where}: check the user name and password in DATABASE_URL`);
+    case '3D000':
+      return new UsageError(`the database in ${where} does not exist: create it (createdb) or fix the database name in DATABASE_URL`);
+    case '42501':
+      return new UsageError(`PostgreSQL refused the connection to ${where}: ${msg}; grant CONNECT to this role`);
+  }
+  if (err instanceof UsageError || err instanceof RunError) return err;
+  return new RunError(`cannot connect to PostgreSQL at ${where}: ${msg}`);
 }
 
 // ---------------------------------------------------------------- postgres.js
@@ -95,6 +150,19 @@ function wrapPostgres(sql: Sql | TxSql, description: string): Db {
         stream.end(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
       });
     },
+    async tryAdvisoryLock(key: number) {
+      if (!('reserve' in sql)) throw new Error('advisory locks are taken outside transactions');
+      const conn = await (sql as Sql).reserve();
+      const [row] = await conn.unsafe('SELECT pg_try_advisory_lock($1) AS ok', [key]);
+      if (!row?.['ok']) {
+        conn.release();
+        return null;
+      }
+      return async () => {
+        await conn.unsafe('SELECT pg_advisory_unlock($1)', [key]).catch(() => {});
+        conn.release();
+      };
+    },
     async close() {
       /* a transaction handle is closed by its owner */
     },
@@ -113,12 +181,23 @@ export async function openPglite(dir: string): Promise<Db> {
   } else {
     dataDir = 'memory://';
   }
-  const pg = await PGlite.create({ dataDir, extensions: { vector } });
+  const releaseDir = dataDir === 'memory://' ? () => {} : acquireDirLock(dir);
+  let pg: PGlite;
+  try {
+    pg = await PGlite.create({ dataDir, extensions: { vector } });
+  } catch (err) {
+    releaseDir();
+    throw new RunError(`cannot open the embedded database in ${dir}: ${(err as Error).message}`);
+  }
   const db = wrapPglite(pg, `embedded PGlite in ${dir}`);
   return {
     ...db,
     close: async () => {
-      await pg.close();
+      try {
+        await pg.close();
+      } finally {
+        releaseDir();
+      }
     },
   };
 }
@@ -154,12 +233,50 @@ function wrapPglite(pg: PgliteLike, description: string): Db {
       const cols = columns.map(quoteIdent).join(', ');
       // COPY through pglite-socket kills the backend; the /dev/blob device is PGlite's own path.
       await pg.query(`COPY ${table} (${cols}) FROM '/dev/blob' WITH (FORMAT binary)`, [], {
-        blob: new Blob([data]),
+        blob: new Blob([data as Uint8Array<ArrayBuffer>]),
       });
+    },
+    async tryAdvisoryLock() {
+      // One PGlite data directory has one process (see acquireDirLock), hence one session.
+      return async () => {};
     },
     async close() {},
   };
   return db;
+}
+
+/**
+ * PGlite is one process per data directory: a second process opening it would corrupt it.
+ * A lock file with our pid keeps a second run out; a stale one (dead pid) is taken over.
+ */
+function acquireDirLock(dir: string): () => void {
+  const file = join(dir, '.memory-migrate.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' });
+      return () => rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(readFileSync(file, 'utf8').trim());
+      if (pid === process.pid) return () => {};
+      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+        throw new RunError(
+          `another memory-migrate process (pid ${pid}) is using the embedded database in ${dir}: wait for it to finish, or stop it`,
+        );
+      }
+      rmSync(file, { force: true });
+    }
+  }
+  throw new RunError(`cannot lock the embedded database in ${dir}: remove ${file} if no other run is active`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 export function quoteIdent(name: string): string {

@@ -1,0 +1,176 @@
+#!/usr/bin/env node
+// Argument parsing only: each command's work lives in src/commands/. Exit codes: 0 success,
+// 1 run-time failure or failed self-test, 2 bad usage or input, 3 verify mismatch, 130
+// interrupted.
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { createOutput, type Output } from './output.js';
+import { UsageError, errorMessage } from './errors.js';
+import { redact } from './secrets.js';
+import { DEFAULT_PGLITE_DIR } from './target/connection.js';
+import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL } from './embed/models.js';
+import { collect, parseFraction, parsePositiveInt, parseShard } from './commands/shared.js';
+import { migrate, printMigrateReport } from './commands/migrate.js';
+import { schema } from './commands/schema.js';
+import { selftest } from './commands/selftest.js';
+import { status } from './commands/status.js';
+import { writeFileSync } from 'node:fs';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function targetOptions(cmd: Command): Command {
+  return cmd
+    .option('--database-url <url>', 'PostgreSQL connection URL (default: $DATABASE_URL; neither = embedded PGlite)')
+    .option('--pglite-dir <dir>', 'data directory of the embedded PGlite database', DEFAULT_PGLITE_DIR);
+}
+
+function embedderOptions(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option(
+        '--embedder <kind>',
+        `openai = any OpenAI-compatible API ($OPENAI_API_KEY, $OPENAI_BASE_URL); local = offline ${LOCAL_EMBEDDING_MODEL}, ` +
+          'a deterministic hashing embedder that is LEXICAL, NOT SEMANTIC (for trials without a key)',
+      )
+        .choices(['openai', 'local'])
+        .default('openai'),
+    )
+    .option('--model <name>', `embedding model (default: ${DEFAULT_OPENAI_MODEL} for openai, ${LOCAL_EMBEDDING_MODEL} for local)`)
+    .option('--dimensions <n>', 'vector width (default: the model\'s own; text-embedding-3-* accept fewer)', parsePositiveInt('--dimensions'))
+    .option('--concurrency <n>', 'embedding requests in flight', parsePositiveInt('--concurrency'), 4)
+    .option('--max-retries <n>', 'retries per embedding request on 408/409/429/5xx', parsePositiveInt('--max-retries', 0), 6)
+    .option('--max-batch-inputs <n>', 'inputs per embedding request', parsePositiveInt('--max-batch-inputs'), 2048)
+    .option('--max-batch-tokens <n>', 'tokens per embedding request', parsePositiveInt('--max-batch-tokens'), 300000);
+}
+
+function outputOptions(cmd: Command): Command {
+  return cmd
+    .option('--json', 'print exactly one JSON object on stdout; logs go to stderr', false)
+    .option('--quiet', 'print errors only', false);
+}
+
+function outputFor(opts: { json?: boolean; quiet?: boolean }): Output {
+  return createOutput({ json: opts.json, quiet: opts.quiet });
+}
+
+export function buildProgram(): Command {
+  const program = new Command('memory-migrate')
+    .description(
+      "Move an AI agent's long-term memory from a SQLite file into PostgreSQL with pgvector, and prove nothing was lost.\n" +
+        'With no --database-url and no $DATABASE_URL it uses an embedded PostgreSQL (PGlite with pgvector).',
+    )
+    .version(pkg.version, '--version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  const migrateCmd = program
+    .command('migrate')
+    .description('migrate a SQLite memory file into PostgreSQL: schema, rows, embeddings, indexes, self-test')
+    .requiredOption('--sqlite <file>', 'the SQLite memory file (opened read-only, never changed)');
+  targetOptions(migrateCmd);
+  embedderOptions(migrateCmd);
+  migrateCmd
+    .option('--source-model <name>', 'model that produced the vectors stored in SQLite; equal to --model = reuse them (no API calls)')
+    .option('--force-recreate', 'move existing tables to a backup schema memory_backup_<UTC time>, then rebuild', false)
+    .option('--no-backup', 'with --force-recreate: really DROP the existing tables instead of backing them up')
+    .option('--skip-test', 'do not run the self-test after loading (CI)', false)
+    .option('--dry-run', 'read everything, write nothing; report counts, tokens, requests, cost and ETA', false)
+    .option('--limit <n>', 'process at most N source rows', parsePositiveInt('--limit'))
+    .option('--user <id>', 'only this user (repeatable)', collect, [])
+    .option('--shard <K/N>', 'only users with hash(user_id) mod N = K, for N parallel workers', parseShard)
+    .addOption(new Option('--dedup <mode>', 'duplicate detection: exact (always), fuzzy adds word-set Jaccard').choices(['exact', 'fuzzy']).default('exact'))
+    .option('--dedup-threshold <x>', 'fuzzy: Jaccard threshold', parseFraction('--dedup-threshold'), 0.9)
+    .option('--dedup-skip', 'fuzzy: do not store matches (default: store and record them)', false)
+    .option('--batch-size <n>', 'rows per committed batch', parsePositiveInt('--batch-size'), 1000)
+    .option('--reject-file <file>', 'JSON Lines file for inputs the embedding API refused (id, user, reason)', 'memory-migrate-rejects.jsonl')
+    .option('--report <file>', 'also write the full JSON report to this file');
+  outputOptions(migrateCmd);
+  migrateCmd.addHelpText(
+    'after',
+    `
+Examples:
+  memory-migrate migrate --sqlite fixtures/espressobot_memory.db --embedder local
+  DATABASE_URL=postgres://app:***@db.internal:5432/agent memory-migrate migrate --sqlite memory.db \\
+      --model text-embedding-3-small --source-model text-embedding-3-small --skip-test --json`,
+  );
+  migrateCmd.action(async (opts) => {
+    const out = outputFor(opts);
+    const { report, exitCode } = await migrate(
+      {
+        ...opts,
+        user: opts.user,
+        backup: opts.backup,
+      },
+      out,
+    );
+    if (opts.report) writeFileSync(opts.report, redact(JSON.stringify(report, null, 2)) + '\n');
+    printMigrateReport(report, out);
+    process.exitCode = exitCode;
+  });
+
+  const schemaCmd = program
+    .command('schema')
+    .description('install the target schema (tables, btree indexes, triggers) without migrating rows');
+  targetOptions(schemaCmd);
+  schemaCmd
+    .option('--embedder <kind>', 'openai or local: picks the default model, hence the vector width', 'openai')
+    .option('--model <name>', `embedding model whose width the vector columns get (default: ${DEFAULT_OPENAI_MODEL})`)
+    .option('--dimensions <n>', 'vector width override', parsePositiveInt('--dimensions'))
+    .option('--force-recreate', 'move existing tables to a backup schema first', false)
+    .option('--no-backup', 'with --force-recreate: DROP instead of backing up');
+  outputOptions(schemaCmd);
+  schemaCmd.addHelpText('after', '\nExample:\n  memory-migrate schema --database-url postgres://app:***@localhost:5432/agent --model text-embedding-3-large');
+  schemaCmd.action(async (opts) => {
+    process.exitCode = await schema(opts, outputFor(opts));
+  });
+
+  const selftestCmd = program.command('selftest').description('run the self-test against a migrated target');
+  targetOptions(selftestCmd);
+  embedderOptions(selftestCmd);
+  outputOptions(selftestCmd);
+  selftestCmd.addHelpText('after', '\nExample:\n  memory-migrate selftest --embedder local');
+  selftestCmd.action(async (opts) => {
+    process.exitCode = await selftest(opts, outputFor(opts));
+  });
+
+  const statusCmd = program.command('status').description('list migration runs from the ledger (migration_runs)');
+  targetOptions(statusCmd);
+  statusCmd.option('--verify-ledger', 'recompute each run\'s HMAC with $MEMORY_EVENTS_HMAC_SECRET and flag tampering', false);
+  outputOptions(statusCmd);
+  statusCmd.addHelpText('after', '\nExample:\n  MEMORY_EVENTS_HMAC_SECRET=... memory-migrate status --verify-ledger');
+  statusCmd.action(async (opts) => {
+    process.exitCode = await status(opts, outputFor(opts));
+  });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      // Commander already printed its one-line message.
+      return 2;
+    }
+    const code = (err as { exitCode?: number }).exitCode;
+    const out = createOutput();
+    out.error(`memory-migrate: ${redact(errorMessage(err))}`);
+    if (process.env['DEBUG']?.includes('memory-migrate') && err instanceof Error && err.stack) out.error(redact(err.stack));
+    if (err instanceof UsageError) return 2;
+    return typeof code === 'number' ? code : 1;
+  }
+}
+
+main(process.argv).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`memory-migrate: ${redact(errorMessage(err))}\n`);
+    process.exitCode = 1;
+  },
+);

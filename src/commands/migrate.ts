@@ -1,0 +1,277 @@
+// `memory-migrate migrate`: SQLite memory file → Postgres/pgvector, then indexes, then the
+// self-test. Bad input is refused before anything is written; every batch commits with its
+// checkpoint; a re-run converges on the same tables.
+import { resolve } from 'node:path';
+import { openSource, type SourceFile } from '../source/sqlite-source.js';
+import type { SourceFilter } from '../source/types.js';
+import { installSchema, existingTables } from '../target/schema.js';
+import { buildVectorIndexes } from '../target/indexes.js';
+import { acquireRunLock, type RunLock } from '../target/lock.js';
+import { startRun, finishRun, unfinishedRun } from '../target/ledger.js';
+import { runPipeline, Interrupted, type DedupOptions } from '../pipeline.js';
+import { runSelftest } from '../selftest.js';
+import { estimateCostUsd } from '../embed/models.js';
+import { emptyMemoryCounts, formatSummary, type MigrationReport } from '../report.js';
+import type { Db } from '../target/connection.js';
+import type { Output } from '../output.js';
+import { errorMessage, RunError } from '../errors.js';
+import { redact } from '../secrets.js';
+import {
+  buildProvider,
+  buildService,
+  describeTarget,
+  openTarget,
+  resolveTarget,
+  targetExists,
+  textEmbedder,
+  type EmbedderFlags,
+  type TargetFlags,
+} from './shared.js';
+import { createProgress } from '../progress.js';
+
+export interface MigrateFlags extends TargetFlags, EmbedderFlags {
+  sqlite: string;
+  sourceModel?: string;
+  forceRecreate?: boolean;
+  backup?: boolean;
+  skipTest?: boolean;
+  dryRun?: boolean;
+  limit?: number;
+  user?: string[];
+  shard?: { index: number; count: number };
+  dedup?: DedupOptions['mode'];
+  dedupThreshold?: number;
+  dedupSkip?: boolean;
+  batchSize?: number;
+  json?: boolean;
+  report?: string;
+}
+
+/** Exit code of a run interrupted by SIGINT/SIGTERM. */
+export const EXIT_INTERRUPTED = 130;
+
+export async function migrate(flags: MigrateFlags, out: Output): Promise<{ report: MigrationReport; exitCode: number }> {
+  const started = Date.now();
+  const dryRun = flags.dryRun ?? false;
+  // Validate everything that can be validated before touching the target.
+  const provider = buildProvider(flags);
+  const source = openSource(flags.sqlite);
+  const target = resolveTarget(flags, out);
+  const report = emptyReport(flags, provider.model, provider.dimensions, describeTarget(target));
+  report.source.layout = source.info.layout;
+  report.source.empty = source.info.layout === 'empty';
+  if (report.source.empty) out.info('SQLite database exists but is empty');
+
+  let db: Db | null = null;
+  let lock: RunLock | null = null;
+  let runId: number | null = null;
+  const controller = new AbortController();
+  const onSignal = () => {
+    out.error('interrupt received: finishing the current batch, then stopping');
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    report.source.sha256 = source.sha256();
+    const filter: SourceFilter = {
+      ...(flags.user && flags.user.length > 0 ? { users: flags.user } : {}),
+      ...(flags.shard ? { shard: flags.shard } : {}),
+      ...(flags.limit !== undefined ? { limit: flags.limit } : {}),
+    };
+    const shardLabel = flags.shard ? `${flags.shard.index}/${flags.shard.count}` : null;
+
+    if (dryRun) {
+      // A dry run reads the target when it exists (to tell unchanged from new) and writes nothing.
+      if (targetExists(target)) {
+        db = await openTarget(target);
+        if ((await existingTables(db, ['memories'])).length === 0) {
+          await db.close();
+          db = null;
+        }
+      }
+    } else {
+      db = await openTarget(target);
+      lock = await acquireRunLock(db, shardLabel);
+      const install = await installSchema(db, {
+        dimensions: provider.dimensions,
+        forceRecreate: flags.forceRecreate,
+        backup: flags.backup !== false,
+        log: (l) => out.info(l),
+      });
+      report.backupSchema = install.backupSchema;
+      if (install.backupSchema) out.info(`Existing tables moved to backup schema ${install.backupSchema}`);
+      const previous = await unfinishedRun(db, report.source.sha256, shardLabel);
+      if (previous) {
+        out.info(`Resuming: run #${previous.id} ended ${previous.status} at source rowid ${previous.checkpoint_rowid ?? 0}; committed batches are kept`);
+      }
+      runId = await startRun(db, {
+        sourcePath: resolve(flags.sqlite),
+        sourceSha256: report.source.sha256,
+        options: ledgerOptions(flags),
+        shard: shardLabel,
+      });
+      report.runId = runId;
+    }
+
+    const service = buildService(provider, db, dryRun);
+    const progress = createProgress(out, { label: "memories", total: source.count(filter), service, provider: provider as { inflight?: number } });
+    const loadStarted = Date.now();
+    let result;
+    try {
+      result = await runPipeline({
+        source,
+        db,
+        embeddings: service,
+        model: provider.model,
+        dimensions: provider.dimensions,
+        sourceModel: flags.sourceModel ?? null,
+        filter,
+        dedup: { mode: flags.dedup ?? 'exact', threshold: flags.dedupThreshold, skipMatches: flags.dedupSkip },
+        batchSize: flags.batchSize ?? 1000,
+        dryRun,
+        runId,
+        signal: controller.signal,
+        onProgress: (p) => progress.update(p.done, p.memories),
+      });
+    } finally {
+      progress.stop();
+    }
+    report.timings.loadMs = Date.now() - loadStarted;
+    report.memories = result.memories;
+    report.fragments = result.fragments;
+    report.users = result.users;
+    report.skippedRows = result.skippedRows;
+    report.embeddings = { ...report.embeddings, ...service.stats, invalidStored: result.invalidStored };
+
+    if (dryRun) {
+      const pf = await service.preflight(result.pendingEmbeds);
+      report.preflight = {
+        textsToEmbed: pf.texts,
+        tokens: pf.tokens,
+        requests: pf.requests,
+        cached: pf.cached,
+        estimatedCostUsd: pf.estimatedCostUsd,
+        etaSeconds: pf.etaSeconds,
+      };
+    } else if (db) {
+      const indexStarted = Date.now();
+      report.indexes = await buildVectorIndexes(db, provider.dimensions, (l) => out.info(l));
+      report.timings.indexMs = Date.now() - indexStarted;
+      if (!flags.skipTest) {
+        const testStarted = Date.now();
+        const st = await runSelftest(db, textEmbedder(service, provider));
+        report.selftest = { ran: true, ...st };
+        report.timings.selftestMs = Date.now() - testStarted;
+        report.embeddings = { ...report.embeddings, ...service.stats, invalidStored: result.invalidStored };
+      }
+    }
+    report.embeddings.estimatedCostUsd = estimateCostUsd(provider.model, report.embeddings.tokens) ?? 0;
+    report.ok = report.memories.errors === 0 && (!report.selftest.ran || report.selftest.passed);
+    report.durationMs = Date.now() - started;
+    if (db && runId !== null) await finishRun(db, runId, 'committed', countsOf(report));
+    return { report, exitCode: report.ok ? 0 : 1 };
+  } catch (err) {
+    report.ok = false;
+    report.durationMs = Date.now() - started;
+    report.error = redact(errorMessage(err));
+    if (db && runId !== null) {
+      const status = err instanceof Interrupted ? 'interrupted' : 'failed';
+      await finishRun(db, runId, status, countsOf(report), report.error).catch(() => {});
+    }
+    if (err instanceof Interrupted) {
+      out.error(
+        `Interrupted after source rowid ${err.lastRowid ?? 0}; every batch up to there is committed. ` +
+          `Run the same command again to resume.`,
+      );
+      return { report, exitCode: EXIT_INTERRUPTED };
+    }
+    if (!dryRun && db && !(err as { exitCode?: number }).exitCode) {
+      throw new RunError(`${report.error} — committed batches are kept; fix the cause and run the same command again to resume`);
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await lock?.release().catch(() => {});
+    await db?.close().catch(() => {});
+    source.close();
+  }
+}
+
+function countsOf(r: MigrationReport) {
+  return { memories: r.memories, fragments: r.fragments, embeddings: r.embeddings };
+}
+
+/** Options as recorded in the ledger: no URLs, no keys. */
+function ledgerOptions(f: MigrateFlags): Record<string, unknown> {
+  return {
+    embedder: f.embedder ?? 'openai',
+    model: f.model ?? null,
+    dimensions: f.dimensions ?? null,
+    sourceModel: f.sourceModel ?? null,
+    limit: f.limit ?? null,
+    users: f.user ?? [],
+    shard: f.shard ? `${f.shard.index}/${f.shard.count}` : null,
+    dedup: f.dedup ?? 'exact',
+    forceRecreate: f.forceRecreate ?? false,
+  };
+}
+
+function emptyReport(flags: MigrateFlags, model: string, dimensions: number, target: string): MigrationReport {
+  return {
+    ok: false,
+    command: 'migrate',
+    dryRun: flags.dryRun ?? false,
+    source: { path: flags.sqlite, sha256: null, layout: 'unknown', empty: false },
+    target,
+    runId: null,
+    memories: emptyMemoryCounts(),
+    fragments: { read: 0, migrated: 0, updated: 0, unchanged: 0, defaults: 0 },
+    embeddings: {
+      model,
+      dimensions,
+      sourceModel: flags.sourceModel ?? null,
+      reused: 0,
+      cached: 0,
+      computed: 0,
+      requests: 0,
+      retries: 0,
+      tokens: 0,
+      truncated: 0,
+      rejected: 0,
+      invalidStored: 0,
+      estimatedCostUsd: 0,
+    },
+    users: {},
+    indexes: [],
+    backupSchema: null,
+    selftest: { ran: false, passed: false, checks: [] },
+    skippedRows: [],
+    timings: { loadMs: 0, indexMs: 0, selftestMs: 0 },
+    durationMs: 0,
+  };
+}
+
+export function printMigrateReport(report: MigrationReport, out: Output): void {
+  if (out.json) {
+    out.result(report);
+    return;
+  }
+  if (report.dryRun) {
+    out.info('Dry run: nothing was written.');
+    const users = Object.entries(report.users);
+    for (const [user, c] of users) {
+      out.info(`  ${user}: read ${c.read}, would insert ${c.migrated}, update ${c.updated}, unchanged ${c.unchanged}, duplicates ${c.duplicates}, skipped ${c.skipped}`);
+    }
+    const pf = report.preflight;
+    if (pf) {
+      out.info(
+        `Embedding preflight: ${pf.textsToEmbed} texts, ${pf.tokens} tokens, ${pf.requests} requests, ${pf.cached} cached, ` +
+          `estimated cost $${pf.estimatedCostUsd.toFixed(4)}, ETA ${pf.etaSeconds.toFixed(1)} s`,
+      );
+    }
+  }
+  out.info(formatSummary(report));
+  out.info(report.ok ? '🎉 Migration completed successfully!' : '❌ Migration finished with problems (see above).');
+}

@@ -1,0 +1,124 @@
+// Pieces every command needs: which target to open, which embedder to build, and the
+// option parsing that turns flag strings into checked values (bad values are exit 2).
+import { existsSync } from 'node:fs';
+import { DEFAULT_PGLITE_DIR, describeTarget, openDb, type Db, type TargetOptions } from '../target/connection.js';
+import { registerSecret, registerUrlSecrets } from '../secrets.js';
+import { UsageError } from '../errors.js';
+import type { Output } from '../output.js';
+import { createProvider } from '../embed/index.js';
+import { EmbeddingService } from '../embed/service.js';
+import { EmbeddingCache } from '../embed/cache.js';
+import { emptyEmbedStats, type EmbeddingProvider } from '../embed/types.js';
+import type { TextEmbedder } from '../store/types.js';
+import { RunError } from '../errors.js';
+
+export interface TargetFlags {
+  databaseUrl?: string;
+  pgliteDir?: string;
+}
+
+export interface EmbedderFlags {
+  embedder?: string;
+  model?: string;
+  dimensions?: number;
+  concurrency?: number;
+  maxRetries?: number;
+  maxBatchInputs?: number;
+  maxBatchTokens?: number;
+  rejectFile?: string;
+}
+
+export function resolveTarget(flags: TargetFlags, out: Output): TargetOptions {
+  const url = flags.databaseUrl ?? process.env['DATABASE_URL'];
+  if (url) {
+    registerUrlSecrets(url);
+    return { databaseUrl: url };
+  }
+  const dir = flags.pgliteDir ?? DEFAULT_PGLITE_DIR;
+  out.info(`No DATABASE_URL: using embedded PostgreSQL (PGlite with pgvector) in ${dir}`);
+  return { pgliteDir: dir };
+}
+
+export async function openTarget(target: TargetOptions): Promise<Db> {
+  return openDb(target);
+}
+
+/** True when a dry run can read the target without creating it. */
+export function targetExists(target: TargetOptions): boolean {
+  if (target.databaseUrl) return true;
+  return existsSync(target.pgliteDir ?? DEFAULT_PGLITE_DIR);
+}
+
+export { describeTarget };
+
+export function buildProvider(flags: EmbedderFlags): EmbeddingProvider {
+  const embedder = flags.embedder ?? 'openai';
+  if (embedder !== 'openai' && embedder !== 'local') {
+    throw new UsageError(`--embedder must be openai or local, not "${embedder}"`);
+  }
+  registerSecret(process.env['OPENAI_API_KEY']);
+  return createProvider({
+    embedder,
+    model: flags.model,
+    dimensions: flags.dimensions,
+    apiKey: process.env['OPENAI_API_KEY'],
+    baseURL: process.env['OPENAI_BASE_URL'],
+    concurrency: flags.concurrency,
+    maxRetries: flags.maxRetries,
+    maxInputs: flags.maxBatchInputs,
+    maxTokens: flags.maxBatchTokens,
+    rejectFile: flags.rejectFile,
+  });
+}
+
+export function buildService(provider: EmbeddingProvider, db: Db | null, dryRun: boolean): EmbeddingService {
+  const cache = new EmbeddingCache({ ...(db ? { db } : {}), dryRun });
+  return new EmbeddingService({ provider, cache, stats: emptyEmbedStats() });
+}
+
+/** The service as the plain text embedder the memory store wants. */
+export function textEmbedder(service: EmbeddingService, provider: EmbeddingProvider): TextEmbedder {
+  return {
+    model: provider.model,
+    dimensions: provider.dimensions,
+    async embed(texts: string[]) {
+      const results = await service.embedTexts(texts.map((text) => ({ text })));
+      return results.map((r) => {
+        if ('vector' in r) return r.vector;
+        throw new RunError(`the embedding API rejected a text: ${r.rejected}`);
+      });
+    },
+  };
+}
+
+// ---------------------------------------------------------------- flag parsing
+
+export function parsePositiveInt(name: string, min = 1) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} must be a whole number ≥ ${min}, not "${value}"`);
+    return n;
+  };
+}
+
+export function parseFraction(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n <= 0 || n > 1) throw new UsageError(`${name} must be a number in (0, 1], not "${value}"`);
+    return n;
+  };
+}
+
+export function parseShard(value: string): { index: number; count: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(value);
+  const index = Number(m?.[1]);
+  const count = Number(m?.[2]);
+  if (!m || count < 1 || index >= count) {
+    throw new UsageError(`--shard must be K/N with 0 ≤ K < N, e.g. --shard 0/3, not "${value}"`);
+  }
+  return { index, count };
+}
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}

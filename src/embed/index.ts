@@ -1,0 +1,71 @@
+// Building the embedder from command-line options, and the embedding API in one import.
+import { UsageError } from '../errors.js';
+import { LocalProvider } from './local-provider.js';
+import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL } from './models.js';
+import { OpenAIProvider, type EmbedProgress } from './openai-provider.js';
+
+export interface CreateProviderOptions {
+  embedder: 'openai' | 'local';
+  /** Default: text-embedding-3-small for openai, local-hash-v1 for local. */
+  model?: string;
+  dimensions?: number;
+  /** Default: $OPENAI_API_KEY. Any non-empty value works for local compatible servers. */
+  apiKey?: string;
+  /** Default: $OPENAI_BASE_URL, else https://api.openai.com/v1. */
+  baseURL?: string;
+  concurrency?: number;
+  maxRetries?: number;
+  maxInputs?: number;
+  maxTokens?: number;
+  maxInputTokens?: number;
+  timeoutMs?: number;
+  rejectFile?: string;
+  encodingFormat?: 'base64' | 'float';
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  onProgress?: (p: EmbedProgress) => void;
+}
+
+/** Validates the options and builds the provider (UsageError, exit 2, for bad combinations). */
+export function createProvider(opts: CreateProviderOptions): OpenAIProvider | LocalProvider {
+  if (opts.embedder === 'local') {
+    if (opts.model !== undefined && opts.model !== LOCAL_EMBEDDING_MODEL) {
+      // Labelling hashed vectors with another model's name would poison the cache and mix
+      // models in one column.
+      throw new UsageError(
+        `--embedder local computes ${LOCAL_EMBEDDING_MODEL} vectors; drop --model ${opts.model} or use --embedder openai`,
+      );
+    }
+    return new LocalProvider({ ...(opts.dimensions !== undefined ? { dimensions: opts.dimensions } : {}) });
+  }
+  if (opts.embedder !== 'openai') {
+    throw new UsageError(`--embedder must be openai or local, not "${String(opts.embedder)}"`);
+  }
+  const env = process.env;
+  return new OpenAIProvider({
+    apiKey: opts.apiKey ?? env['OPENAI_API_KEY'],
+    baseURL: opts.baseURL || env['OPENAI_BASE_URL'] || undefined,
+    model: opts.model ?? DEFAULT_OPENAI_MODEL,
+    dimensions: opts.dimensions,
+    concurrency: opts.concurrency,
+    maxRetries: opts.maxRetries,
+    maxInputs: opts.maxInputs,
+    maxTokens: opts.maxTokens,
+    maxInputTokens: opts.maxInputTokens,
+    timeoutMs: opts.timeoutMs,
+    rejectFile: opts.rejectFile,
+    encodingFormat: opts.encodingFormat,
+    retryBaseMs: opts.retryBaseMs,
+    retryMaxMs: opts.retryMaxMs,
+    onProgress: opts.onProgress,
+  });
+}
+
+export * from './models.js';
+export { countTokens, truncateToTokens } from './tokens.js';
+export { planBatches, minRequests, DEFAULT_LIMITS, type BatchLimits } from './batching.js';
+export { OpenAIProvider, type OpenAIProviderOptions, type EmbedProgress } from './openai-provider.js';
+export { LocalProvider, LOCAL_MODEL, localEmbedding } from './local-provider.js';
+export { EmbeddingCache, embeddingCacheKey, cacheKeyForText } from './cache.js';
+export { EmbeddingService, type Preflight } from './service.js';
+export * from './types.js';

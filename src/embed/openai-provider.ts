@@ -1,0 +1,650 @@
+// Embeddings through the official `openai` client, against OpenAI or any compatible server
+// (Azure's /openai/v1, Ollama, vLLM, TEI, a local test server).
+//
+// The client's own retries are switched off (maxRetries: 0) and done here with p-retry, so
+// every attempt and every retry is counted, and a 401 is never retried. What this adds:
+// - token-exact batching (planBatches) and truncation of inputs over the per-input limit;
+// - retries on 408/409/429/5xx and connection errors / timeouts, exponential backoff with
+//   jitter, honouring retry-after-ms / Retry-After (capped at 60 s);
+// - 401/403 (credentials) and 404 (model / endpoint) stop the whole run at once, abandoning
+//   requests in flight; the very first request is sent alone, so a bad key costs exactly one;
+// - a 400 on a batch is bisected down to the inputs the server refuses, which are rejected
+//   (and written to the reject file) while everything else is embedded;
+// - rate control from x-ratelimit-remaining-* / x-ratelimit-reset-* headers: when the budget
+//   the server reported is used up, wait for its reset instead of running into a 429;
+// - at most `concurrency` HTTP requests in flight.
+import { appendFile } from 'node:fs/promises';
+import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
+import pRetry, { AbortError } from 'p-retry';
+import { RunError, UsageError } from '../errors.js';
+import { maskUrl, redact, registerSecret } from '../secrets.js';
+import { DEFAULT_MAX_INPUTS, DEFAULT_MAX_TOKENS, planBatches } from './batching.js';
+import { DEFAULT_MAX_INPUT_TOKENS, DEFAULT_OPENAI_MODEL, resolveDimensions } from './models.js';
+import { truncateToTokens } from './tokens.js';
+import type { EmbedInput, EmbedResult, EmbedStats, EmbeddingProvider } from './types.js';
+
+export const DEFAULT_OPENAI_BASE_URL = 'https://api.openai.com/v1';
+export const DEFAULT_CONCURRENCY = 4;
+export const DEFAULT_MAX_RETRIES = 6;
+export const DEFAULT_TIMEOUT_MS = 120_000;
+const RETRY_AFTER_CAP_MS = 60_000;
+
+export interface EmbedProgress {
+  /** Inputs finished (embedded or rejected) in the current embed() call. */
+  done: number;
+  total: number;
+  /** HTTP requests in flight right now. */
+  inflight: number;
+}
+
+export interface OpenAIProviderOptions {
+  /**
+   * Required, always: OpenAI needs it, and a local server accepts any value (Ollama, vLLM
+   * and TEI ignore it; pass e.g. OPENAI_API_KEY=local). The constructor does not read the
+   * environment: createProvider() does.
+   */
+  apiKey?: string;
+  /** Default https://api.openai.com/v1. Must be an http(s) URL. */
+  baseURL?: string;
+  /** Default text-embedding-3-small. */
+  model?: string;
+  /** --dimensions; required for a model this tool does not know. */
+  dimensions?: number;
+  /** HTTP requests in flight (default 4). */
+  concurrency?: number;
+  /** Retries per request after 408/409/429/5xx/network errors (default 6). */
+  maxRetries?: number;
+  /** Inputs per request (default 2,048). */
+  maxInputs?: number;
+  /** Tokens per request (default 300,000). */
+  maxTokens?: number;
+  /** Tokens per input; longer inputs are truncated for embedding only (default 8,191). */
+  maxInputTokens?: number;
+  /** Per-request timeout (default 120 s). */
+  timeoutMs?: number;
+  /** JSON Lines file that rejected inputs are appended to: {"id","user","reason"}. */
+  rejectFile?: string;
+  /** 'base64' (default, compact) or 'float'. Either way a server answering with the other works. */
+  encodingFormat?: 'base64' | 'float';
+  /** First backoff delay in ms (default 250); doubles per retry, with jitter. */
+  retryBaseMs?: number;
+  /** Longest backoff delay in ms (default 20,000). */
+  retryMaxMs?: number;
+  /** Called after every finished request. */
+  onProgress?: (p: EmbedProgress) => void;
+  /** Custom fetch (tests, proxies). */
+  fetch?: typeof fetch;
+}
+
+/** What the server said about its rate limits, with the resets as absolute times (ms epoch). */
+export interface RateState {
+  remainingRequests?: number;
+  remainingTokens?: number;
+  resetRequestsAt?: number;
+  resetTokensAt?: number;
+  /** Nobody sends before this (set from Retry-After on a 429). */
+  pauseUntil?: number;
+}
+
+/** Thrown for 400/413/422: the request's inputs are refused; bisect to find which. */
+class BadInputError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+export class OpenAIProvider implements EmbeddingProvider {
+  readonly model: string;
+  readonly dimensions: number;
+  /** Whether requests carry `dimensions`. */
+  readonly sendDimensions: boolean;
+  readonly baseURL: string;
+  readonly concurrency: number;
+  readonly maxRetries: number;
+  readonly maxInputs: number;
+  readonly maxTokens: number;
+  readonly maxInputTokens: number;
+  readonly rejectFile?: string;
+  /** Rate-limit budget as last reported by the server, minus what we sent since. */
+  readonly rate: RateState = {};
+  onProgress?: (p: EmbedProgress) => void;
+
+  private readonly client: OpenAI;
+  private readonly encodingFormat: 'base64' | 'float';
+  private readonly retryBaseMs: number;
+  private readonly retryMaxMs: number;
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+  /** Set once a request got an answer that proves the credentials and URL work. */
+  private verified = false;
+  /** The single request sent while unverified. */
+  private probe: Promise<unknown> | null = null;
+  private rejectWrites: Promise<void> = Promise.resolve();
+
+  constructor(opts: OpenAIProviderOptions) {
+    const apiKey = opts.apiKey;
+    if (!apiKey) {
+      throw new UsageError('OPENAI_API_KEY is not set; set it, or use --embedder local for an offline trial run');
+    }
+    registerSecret(apiKey);
+    this.baseURL = validateBaseURL(opts.baseURL ?? DEFAULT_OPENAI_BASE_URL);
+    this.model = opts.model ?? DEFAULT_OPENAI_MODEL;
+    const dims = resolveDimensions(this.model, opts.dimensions);
+    this.dimensions = dims.dimensions;
+    this.sendDimensions = dims.send;
+    this.concurrency = positiveInt('--concurrency', opts.concurrency ?? DEFAULT_CONCURRENCY);
+    this.maxRetries = nonNegativeInt('--max-retries', opts.maxRetries ?? DEFAULT_MAX_RETRIES);
+    this.maxInputs = positiveInt('max inputs per request', opts.maxInputs ?? DEFAULT_MAX_INPUTS);
+    this.maxTokens = positiveInt('max tokens per request', opts.maxTokens ?? DEFAULT_MAX_TOKENS);
+    this.maxInputTokens = positiveInt('max tokens per input', opts.maxInputTokens ?? DEFAULT_MAX_INPUT_TOKENS);
+    this.rejectFile = opts.rejectFile;
+    this.encodingFormat = opts.encodingFormat ?? 'base64';
+    this.retryBaseMs = opts.retryBaseMs ?? 250;
+    this.retryMaxMs = opts.retryMaxMs ?? 20_000;
+    this.onProgress = opts.onProgress;
+    this.client = new OpenAI({
+      apiKey,
+      baseURL: this.baseURL,
+      maxRetries: 0,
+      timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      ...(opts.fetch ? { fetch: opts.fetch } : {}),
+    });
+  }
+
+  /** HTTP requests in flight (for a progress bar). */
+  get inflight(): number {
+    return this.active;
+  }
+
+  /** Largest input we send: the per-input limit, and never more than a whole request. */
+  get perInputLimit(): number {
+    return Math.min(this.maxInputTokens, this.maxTokens);
+  }
+
+  /** Dry-run preflight: tokens and requests for these (distinct, uncached) texts. Sends nothing. */
+  plan(texts: string[]): { tokens: number; requests: number; truncated: number } {
+    let tokens = 0;
+    let truncated = 0;
+    const items: { tokens: number }[] = [];
+    for (const text of texts) {
+      if (text.length === 0) continue;
+      const t = truncateToTokens(text, this.perInputLimit);
+      if (t.truncated) truncated++;
+      tokens += t.tokens;
+      items.push({ tokens: t.tokens });
+    }
+    const requests = planBatches(items, { maxInputs: this.maxInputs, maxTokens: this.maxTokens }).length;
+    return { tokens, requests, truncated };
+  }
+
+  async embed(inputs: EmbedInput[], stats: EmbedStats): Promise<EmbedResult[]> {
+    const results: (EmbedResult | undefined)[] = new Array(inputs.length);
+    const texts: string[] = new Array(inputs.length);
+    const tokens: number[] = new Array(inputs.length);
+    const sendable: number[] = [];
+    for (let i = 0; i < inputs.length; i++) {
+      const text = inputs[i]!.text;
+      if (text.length === 0) {
+        // The API answers 400 to an empty string; no need to spend a request learning that.
+        results[i] = { rejected: 'empty text: the embeddings API does not accept empty input' };
+        stats.rejected++;
+        await this.writeReject(inputs[i]!, 'empty text');
+        continue;
+      }
+      const t = truncateToTokens(text, this.perInputLimit);
+      if (t.truncated) stats.truncated++;
+      texts[i] = t.text;
+      tokens[i] = t.tokens;
+      sendable.push(i);
+    }
+
+    const plan = planBatches(
+      sendable.map((i) => ({ tokens: tokens[i]! })),
+      { maxInputs: this.maxInputs, maxTokens: this.maxTokens },
+    ).map((b) => b.map((k) => sendable[k]!));
+
+    const run: RunState = {
+      controller: new AbortController(),
+      fatal: undefined,
+      done: inputs.length - sendable.length,
+      total: inputs.length,
+    };
+
+    const embedBatch = async (batch: number[]): Promise<void> => {
+      try {
+        const vectors = await this.requestWithRetries(
+          batch.map((i) => texts[i]!),
+          batch.reduce((s, i) => s + tokens[i]!, 0),
+          stats,
+          run,
+        );
+        batch.forEach((i, k) => (results[i] = { vector: vectors[k]! }));
+        run.done += batch.length;
+        this.onProgress?.({ done: run.done, total: run.total, inflight: this.active });
+      } catch (err) {
+        if (!(err instanceof BadInputError)) throw err;
+        if (batch.length === 1) {
+          const i = batch[0]!;
+          results[i] = { rejected: err.reason };
+          stats.rejected++;
+          await this.writeReject(inputs[i]!, err.reason);
+          run.done += 1;
+          this.onProgress?.({ done: run.done, total: run.total, inflight: this.active });
+          return;
+        }
+        // Bisect: each half is within the limits since the whole was.
+        const mid = Math.ceil(batch.length / 2);
+        await Promise.all([embedBatch(batch.slice(0, mid)), embedBatch(batch.slice(mid))]);
+      }
+    };
+
+    const settled = await Promise.allSettled(
+      plan.map((batch) =>
+        embedBatch(batch).catch((err: unknown) => {
+          // First fatal error stops everything: abandon requests in flight and queued.
+          if (!run.fatal) {
+            run.fatal = err;
+            run.controller.abort();
+          }
+          throw err;
+        }),
+      ),
+    );
+    await this.rejectWrites;
+    if (run.fatal) throw run.fatal;
+    const failed = settled.find((s) => s.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return results.map((r, i) => r ?? { rejected: `internal error: no result for input ${i}` });
+  }
+
+  // ------------------------------------------------------------ one request, with retries
+
+  private async requestWithRetries(
+    texts: string[],
+    tokens: number,
+    stats: EmbedStats,
+    run: RunState,
+  ): Promise<Float32Array[]> {
+    let retryAfterMs: number | undefined;
+    let lastWasRetryable = false;
+    try {
+      return await pRetry(
+        async () => {
+          retryAfterMs = undefined;
+          lastWasRetryable = false;
+          if (run.controller.signal.aborted) throw new AbortError(new APIUserAbortError());
+          try {
+            return await this.attempt(texts, tokens, stats, run);
+          } catch (err) {
+            const c = this.classify(err);
+            if (c.kind === 'retry') {
+              retryAfterMs = c.retryAfterMs;
+              lastWasRetryable = true;
+              throw err instanceof Error ? err : new Error(String(err));
+            }
+            // p-retry rethrows an AbortError's original error without retrying.
+            throw new AbortError(c.error);
+          }
+        },
+        {
+          retries: this.maxRetries,
+          // Delays are ours (backoff or the server's Retry-After), slept in onFailedAttempt;
+          // p-retry's own delay is zero with these settings.
+          minTimeout: 0,
+          factor: 1,
+          randomize: false,
+          onFailedAttempt: async ({ retriesLeft, retriesConsumed }) => {
+            if (retriesLeft <= 0) return;
+            stats.retries++;
+            const delay = retryAfterMs ?? this.backoffMs(retriesConsumed + 1);
+            if (retryAfterMs !== undefined && retryAfterMs > 0) {
+              // The server asked us to hold off: every request, not just this one.
+              this.rate.pauseUntil = Math.max(this.rate.pauseUntil ?? 0, Date.now() + retryAfterMs);
+            }
+            await sleep(delay, run.controller.signal);
+          },
+        },
+      );
+    } catch (err) {
+      if (run.controller.signal.aborted && run.fatal) throw run.fatal;
+      if (!lastWasRetryable) throw err;
+      throw new RunError(
+        `embedding request failed after ${this.maxRetries} ${this.maxRetries === 1 ? 'retry' : 'retries'}: ` +
+          `${describe(err)} (raise --max-retries or lower --concurrency)`,
+        1,
+      );
+    }
+  }
+
+  /** Exponential backoff with equal jitter: base·2^(n-1), capped, then 50–100% of it. */
+  backoffMs(retryNumber: number): number {
+    const exp = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.max(0, retryNumber - 1));
+    return Math.round(exp / 2 + Math.random() * (exp / 2));
+  }
+
+  private async attempt(texts: string[], tokens: number, stats: EmbedStats, run: RunState): Promise<Float32Array[]> {
+    const signal = run.controller.signal;
+    // Until one request has proved the key and URL, send one at a time: a bad key costs one request.
+    while (!this.verified && this.probe) {
+      await this.probe;
+    }
+    if (signal.aborted) throw new APIUserAbortError();
+    let release: (() => void) | undefined;
+    let endProbe: (() => void) | undefined;
+    if (!this.verified) {
+      this.probe = new Promise<void>((resolve) => (endProbe = resolve));
+    } else {
+      release = await this.acquire(signal);
+    }
+    try {
+      await this.rateGate(tokens, signal);
+      stats.requests++;
+      this.active++;
+      let res: { data: OpenAI.CreateEmbeddingResponse; headers: Headers };
+      try {
+        res = await this.send(texts, signal);
+      } finally {
+        this.active--;
+      }
+      this.verified = true;
+      this.updateRate(res.headers);
+      const vectors = this.decode(res.data, texts.length);
+      stats.tokens += tokens;
+      return vectors;
+    } catch (err) {
+      if (err instanceof APIError && err.status !== undefined && err.status !== 401 && err.status !== 403) {
+        this.verified = true;
+      }
+      // A fatal answer stops the run now, before anyone waiting on this request sends another.
+      const c = this.classify(err);
+      if (c.kind === 'stop' && c.error instanceof RunError && !run.fatal) {
+        run.fatal = c.error;
+        run.controller.abort();
+      }
+      throw err;
+    } finally {
+      release?.();
+      if (endProbe) {
+        this.probe = null;
+        endProbe();
+      }
+    }
+  }
+
+  private async send(texts: string[], signal: AbortSignal) {
+    const body: OpenAI.EmbeddingCreateParams = {
+      model: this.model,
+      input: texts,
+      encoding_format: this.encodingFormat,
+      ...(this.sendDimensions ? { dimensions: this.dimensions } : {}),
+    };
+    const { data, response } = await this.client.embeddings.create(body, { signal }).withResponse();
+    return { data, headers: response.headers };
+  }
+
+  private decode(data: OpenAI.CreateEmbeddingResponse, expected: number): Float32Array[] {
+    const rows = Array.isArray(data?.data) ? data.data : [];
+    if (rows.length !== expected) {
+      throw new RunError(`the embedding server returned ${rows.length} vectors for ${expected} inputs`, 1);
+    }
+    const out: Float32Array[] = new Array(expected);
+    rows.forEach((row, k) => {
+      const idx = typeof row.index === 'number' ? row.index : k;
+      const vec = toFloat32(row.embedding as unknown);
+      if (vec.length !== this.dimensions) {
+        throw new RunError(
+          `the embedding server returned ${vec.length}-dimensional vectors for ${this.model}, expected ${this.dimensions}: ` +
+            `pass --dimensions ${vec.length} (or a model that returns ${this.dimensions})`,
+          1,
+        );
+      }
+      if (idx < 0 || idx >= expected || out[idx]) {
+        throw new RunError(`the embedding server returned an invalid index ${idx}`, 1);
+      }
+      out[idx] = vec;
+    });
+    return out;
+  }
+
+  // ------------------------------------------------------------ error classification
+
+  private classify(err: unknown): { kind: 'retry'; retryAfterMs?: number } | { kind: 'stop'; error: Error } {
+    if (err instanceof RunError || err instanceof BadInputError) return { kind: 'stop', error: err };
+    if (err instanceof APIUserAbortError) return { kind: 'stop', error: err };
+    if (err instanceof APIConnectionError) return { kind: 'retry' }; // includes timeouts
+    if (err instanceof APIError && typeof err.status === 'number') {
+      const status = err.status;
+      const serverMessage = redact(err.message);
+      if (status === 401 || status === 403) {
+        return {
+          kind: 'stop',
+          error: new RunError(
+            `embedding API rejected the credentials (${status}): check OPENAI_API_KEY and OPENAI_BASE_URL ` +
+              `(server said: ${serverMessage}; base URL ${maskUrl(this.baseURL)})`,
+            1,
+          ),
+        };
+      }
+      if (status === 404) {
+        const code = (err.code ?? '').toString();
+        const isModel = code === 'model_not_found' || /model/i.test(err.message);
+        return {
+          kind: 'stop',
+          error: new RunError(
+            isModel
+              ? `embedding model ${this.model} was not found at ${maskUrl(this.baseURL)} (404: ${serverMessage}): ` +
+                  `choose a model the server has with --model (unknown models also need --dimensions)`
+              : `embedding endpoint not found (404) at ${maskUrl(this.baseURL)}/embeddings: check OPENAI_BASE_URL ` +
+                  `(it usually ends in /v1)`,
+            1,
+          ),
+        };
+      }
+      if (status === 400 || status === 413 || status === 422) {
+        return { kind: 'stop', error: new BadInputError(`HTTP ${status}: ${serverMessage}`) };
+      }
+      if (status === 408 || status === 409 || status === 429 || status >= 500) {
+        return { kind: 'retry', retryAfterMs: retryAfterFromHeaders(err.headers) };
+      }
+      return { kind: 'stop', error: new RunError(`embedding request failed: ${serverMessage}`, 1) };
+    }
+    // Anything else is a bug or an unexpected failure: do not retry it blindly.
+    return { kind: 'stop', error: err instanceof Error ? err : new Error(String(err)) };
+  }
+
+  // ------------------------------------------------------------ concurrency and rate control
+
+  private async acquire(signal: AbortSignal): Promise<() => void> {
+    while (this.reserved >= this.concurrency) {
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      if (signal.aborted) {
+        // Pass the wake-up on, so every waiter of an aborted run gets to leave.
+        this.waiting.shift()?.();
+        throw new APIUserAbortError();
+      }
+    }
+    this.reserved++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.reserved--;
+      this.waiting.shift()?.();
+    };
+  }
+  /** Slots taken from acquire() to the end of the request (rate-gate wait included); `active`
+   * counts only requests on the wire. */
+  private reserved = 0;
+
+  /** Waits while the server's reported budget is used up (or a Retry-After pause is on). */
+  private async rateGate(tokens: number, signal: AbortSignal): Promise<void> {
+    for (;;) {
+      const now = Date.now();
+      const r = this.rate;
+      let until = r.pauseUntil && r.pauseUntil > now ? r.pauseUntil : 0;
+      if (r.remainingRequests !== undefined && r.remainingRequests <= 0 && (r.resetRequestsAt ?? 0) > now) {
+        until = Math.max(until, r.resetRequestsAt!);
+      }
+      if (r.remainingTokens !== undefined && r.remainingTokens < tokens && (r.resetTokensAt ?? 0) > now) {
+        until = Math.max(until, r.resetTokensAt!);
+      }
+      if (until <= now) break;
+      await sleep(Math.min(until - now, RETRY_AFTER_CAP_MS), signal);
+    }
+    // After a reset the server's budget is full again: forget the stale numbers.
+    const now = Date.now();
+    const r = this.rate;
+    if (r.resetRequestsAt !== undefined && r.resetRequestsAt <= now) {
+      r.remainingRequests = undefined;
+      r.resetRequestsAt = undefined;
+    }
+    if (r.resetTokensAt !== undefined && r.resetTokensAt <= now) {
+      r.remainingTokens = undefined;
+      r.resetTokensAt = undefined;
+    }
+    // Spend from the budget locally, so requests sent before the next answer are accounted.
+    if (r.remainingRequests !== undefined) r.remainingRequests -= 1;
+    if (r.remainingTokens !== undefined) r.remainingTokens -= tokens;
+  }
+
+  private updateRate(headers: Headers): void {
+    const now = Date.now();
+    const rr = numberHeader(headers, 'x-ratelimit-remaining-requests');
+    const rt = numberHeader(headers, 'x-ratelimit-remaining-tokens');
+    const resetR = parseDurationMs(headers.get('x-ratelimit-reset-requests'));
+    const resetT = parseDurationMs(headers.get('x-ratelimit-reset-tokens'));
+    if (rr !== undefined) {
+      this.rate.remainingRequests = rr;
+      this.rate.resetRequestsAt = now + (resetR ?? 1000);
+    }
+    if (rt !== undefined) {
+      this.rate.remainingTokens = rt;
+      this.rate.resetTokensAt = now + (resetT ?? 1000);
+    }
+  }
+
+  // ------------------------------------------------------------ reject file
+
+  private writeReject(input: EmbedInput, reason: string): Promise<void> {
+    if (!this.rejectFile) return Promise.resolve();
+    const line = JSON.stringify({ id: input.ref?.id ?? null, user: input.ref?.user ?? null, reason: redact(reason) }) + '\n';
+    const file = this.rejectFile;
+    this.rejectWrites = this.rejectWrites.then(() => appendFile(file, line, 'utf8'));
+    return this.rejectWrites;
+  }
+}
+
+interface RunState {
+  controller: AbortController;
+  fatal: unknown;
+  done: number;
+  total: number;
+}
+
+// ------------------------------------------------------------ helpers
+
+export function validateBaseURL(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new UsageError(`OPENAI_BASE_URL / --base-url is not a URL: ${maskUrl(raw)} (expected e.g. https://api.openai.com/v1)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new UsageError(`OPENAI_BASE_URL / --base-url must be an http(s) URL, got ${maskUrl(raw)}`);
+  }
+  return raw.replace(/\/+$/, '');
+}
+
+function positiveInt(name: string, n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${name} must be a positive integer (got ${n})`);
+  return n;
+}
+
+function nonNegativeInt(name: string, n: number): number {
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`${name} must be a non-negative integer (got ${n})`);
+  return n;
+}
+
+function numberHeader(headers: Headers, name: string): number | undefined {
+  const v = headers.get(name);
+  if (v === null || v.trim() === '') return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/**
+ * OpenAI's reset durations: "1s", "6m0s", "20ms", "1h2m3.5s", "0.5s"; a bare number is
+ * seconds. Returns milliseconds, or undefined if unparseable.
+ */
+export function parseDurationMs(value: string | null | undefined): number | undefined {
+  if (value == null) return undefined;
+  const v = value.trim();
+  if (v === '') return undefined;
+  if (/^\d+(\.\d+)?$/.test(v)) return Number(v) * 1000;
+  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/gy;
+  let total = 0;
+  let pos = 0;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(v)) !== null) {
+    const n = Number(m[1]);
+    total += m[2] === 'h' ? n * 3_600_000 : m[2] === 'm' ? n * 60_000 : m[2] === 's' ? n * 1000 : n;
+    pos = re.lastIndex;
+  }
+  return pos === v.length && pos > 0 ? total : undefined;
+}
+
+/** retry-after-ms (ms), else Retry-After (seconds or an HTTP date); capped at 60 s. */
+export function retryAfterFromHeaders(headers: Headers | undefined, now = Date.now()): number | undefined {
+  if (!headers) return undefined;
+  let ms: number | undefined;
+  const msHeader = headers.get('retry-after-ms');
+  if (msHeader !== null && msHeader.trim() !== '' && Number.isFinite(Number(msHeader))) {
+    ms = Number(msHeader);
+  } else {
+    const ra = headers.get('retry-after');
+    if (ra !== null && ra.trim() !== '') {
+      if (Number.isFinite(Number(ra))) ms = Number(ra) * 1000;
+      else {
+        const at = Date.parse(ra);
+        if (Number.isFinite(at)) ms = at - now;
+      }
+    }
+  }
+  if (ms === undefined || Number.isNaN(ms)) return undefined;
+  return Math.min(Math.max(0, ms), RETRY_AFTER_CAP_MS);
+}
+
+/** Base64 little-endian float32 (what the client asks for by default) or a JSON number array. */
+export function toFloat32(embedding: unknown): Float32Array {
+  if (typeof embedding === 'string') {
+    const buf = Buffer.from(embedding, 'base64');
+    if (buf.length % 4 !== 0) throw new RunError('the embedding server returned a malformed base64 vector', 1);
+    const out = new Float32Array(buf.length / 4);
+    for (let i = 0; i < out.length; i++) out[i] = buf.readFloatLE(i * 4);
+    return out;
+  }
+  if (embedding instanceof Float32Array) return new Float32Array(embedding);
+  if (Array.isArray(embedding)) return Float32Array.from(embedding as number[]);
+  throw new RunError('the embedding server returned a vector that is neither base64 nor a number array', 1);
+}
+
+function describe(err: unknown): string {
+  return redact(err instanceof Error ? err.message : String(err));
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (ms <= 0) return signal?.aborted ? Promise.reject(new APIUserAbortError()) : Promise.resolve();
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new APIUserAbortError());
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(new APIUserAbortError());
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -1,0 +1,10 @@
+// The library entry point: the memory-store contract an app can adopt, and the pieces the
+// CLI is made of, for programmatic migrations.
+export * from './store/types.js';
+export { PostgresMemoryStore } from './store/postgres-store.js';
+export { openDb, type Db, type TargetOptions } from './target/connection.js';
+export { installSchema } from './target/schema.js';
+export { migrate, type MigrateFlags } from './commands/migrate.js';
+export { createOutput, type Output } from './output.js';
+export type { MigrationReport } from './report.js';
+export { canonicalize, contentHash, dedupHash } from './source/canonical.js';

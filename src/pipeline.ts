@@ -1,0 +1,498 @@
+// Streams rows from the SQLite source to the target in batches. Each batch is classified
+// (memory, fragment, skip), deduplicated per user, embedded (reusing stored vectors and the
+// cache first), and written in its own transaction together with the ledger checkpoint, so a
+// crash at any point loses at most the batch in flight and a re-run converges.
+import type { Db } from './target/connection.js';
+import type { SourceFile } from './source/sqlite-source.js';
+import type { SourceFilter, SourceRow } from './source/types.js';
+import { contentHash, dedupHash } from './source/canonical.js';
+import type { EmbeddingService } from './embed/service.js';
+import type { EmbedInput, EmbedStats } from './embed/types.js';
+import { fragmentFromSource, defaultFragments, type FragmentRow } from './target/fragments.js';
+import { writeMemories, writeFragments, writeDuplicates, writeSkips, type MemoryRow, type DuplicateRow } from './target/writer.js';
+import { checkpoint } from './target/ledger.js';
+import { emptyMemoryCounts, MAX_SKIPPED_IN_REPORT, type MemoryCounts, type SkippedRow } from './report.js';
+import { jaccard, wordSet } from './dedup.js';
+
+export const MAX_CONTENT_BYTES = 1024 * 1024;
+export const SYSTEM_PROMPTS_USER = 'system_prompts';
+
+export interface DedupOptions {
+  mode: 'exact' | 'fuzzy' | 'semantic';
+  /** Jaccard threshold for fuzzy (default 0.9), cosine similarity for semantic (default 0.85). */
+  threshold?: number;
+  /** Skip fuzzy/semantic matches instead of only recording them. */
+  skipMatches?: boolean;
+}
+
+export interface PipelineOptions {
+  source: SourceFile;
+  /** The target; null when a dry run has no schema to read from. */
+  db: Db | null;
+  embeddings: EmbeddingService;
+  model: string;
+  dimensions: number;
+  /** Model that produced the stored SQLite vectors (declared by the operator). */
+  sourceModel: string | null;
+  filter: SourceFilter;
+  dedup: DedupOptions;
+  batchSize: number;
+  dryRun: boolean;
+  runId: number | null;
+  signal?: AbortSignal;
+  onProgress?: (p: PipelineProgress) => void;
+  onSkip?: (row: SkippedRow) => void;
+}
+
+export interface PipelineProgress {
+  done: number;
+  total: number;
+  memories: MemoryCounts;
+}
+
+export interface PipelineResult {
+  memories: MemoryCounts;
+  fragments: { read: number; migrated: number; updated: number; unchanged: number; defaults: number };
+  users: Record<string, { read: number; migrated: number; updated: number; unchanged: number; duplicates: number; skipped: number }>;
+  invalidStored: number;
+  skippedRows: SkippedRow[];
+  lastRowid: number | null;
+  /** Texts a dry run would send to the API (after dedup, reuse and unchanged rows). */
+  pendingEmbeds: EmbedInput[];
+}
+
+export class Interrupted extends Error {
+  constructor(readonly lastRowid: number | null) {
+    super('interrupted');
+  }
+}
+
+interface Existing {
+  contentHash: string | null;
+  sameMetadata: boolean;
+  duplicateOf: string | null;
+}
+
+export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult> {
+  const { source, db, dryRun } = opts;
+  const total = source.count(opts.filter);
+  const result: PipelineResult = {
+    memories: emptyMemoryCounts(),
+    fragments: { read: 0, migrated: 0, updated: 0, unchanged: 0, defaults: 0 },
+    users: {},
+    invalidStored: 0,
+    skippedRows: [],
+    lastRowid: null,
+    pendingEmbeds: [],
+  };
+  // Keys of rows this run would have inserted; only a dry run needs them (a real run reads
+  // its own committed batches back from the target).
+  const dryRunKeys = new Map<string, string>();
+  const seenIdsLower = new Map<string, string>();
+  let batch: SourceRow[] = [];
+  let done = 0;
+
+  const flush = async () => {
+    if (batch.length === 0) return;
+    await processBatch(opts, batch, result, dryRunKeys);
+    done += batch.length;
+    result.lastRowid = batch[batch.length - 1]!.rowid;
+    batch = [];
+    opts.onProgress?.({ done, total, memories: result.memories });
+  };
+
+  for (const row of source.rows(opts.filter)) {
+    const lower = row.id.toLowerCase();
+    const clash = seenIdsLower.get(lower);
+    if (clash !== undefined && clash !== row.id) (row as SourceRow & { idClash?: string }).idClash = clash;
+    else seenIdsLower.set(lower, row.id);
+    batch.push(row);
+    if (batch.length >= opts.batchSize) {
+      await flush();
+      if (opts.signal?.aborted) throw new Interrupted(result.lastRowid);
+    }
+  }
+  await flush();
+  if (db && !dryRun) {
+    result.fragments.defaults = await ensureDefaultFragments(db, opts);
+  } else if (dryRun) {
+    result.fragments.defaults = await countMissingDefaults(db, opts, result);
+  }
+  return result;
+}
+
+function userCounts(result: PipelineResult, user: string | null) {
+  const key = user ?? '(null)';
+  let u = result.users[key];
+  if (!u) {
+    u = { read: 0, migrated: 0, updated: 0, unchanged: 0, duplicates: 0, skipped: 0 };
+    result.users[key] = u;
+  }
+  return u;
+}
+
+function skip(opts: PipelineOptions, result: PipelineResult, row: SourceRow, reason: string, skips: SkippedRow[]) {
+  const m = result.memories;
+  m.skipped++;
+  m.skippedByReason[reason] = (m.skippedByReason[reason] ?? 0) + 1;
+  userCounts(result, row.userId).skipped++;
+  const s = { id: row.id, user: row.userId, reason };
+  skips.push(s);
+  if (result.skippedRows.length < MAX_SKIPPED_IN_REPORT) result.skippedRows.push(s);
+  opts.onSkip?.(s);
+}
+
+function warn(result: PipelineResult, what: string) {
+  result.memories.warnings[what] = (result.memories.warnings[what] ?? 0) + 1;
+}
+
+/** Why a row is not a memory to store, or null when it is one. */
+function skipReason(row: SourceRow & { idClash?: string }): string | null {
+  if (row.userId === null) return 'user_id is NULL';
+  if (row.contentProblem) return row.contentProblem;
+  if (row.contentBytes > MAX_CONTENT_BYTES) return 'content over 1 MB';
+  if (row.content.trim().length === 0) return 'empty content';
+  if (row.idClash) return `id differs only in case from ${row.idClash}`;
+  if (row.userId !== SYSTEM_PROMPTS_USER && row.userId.startsWith('system_')) return `system user ${row.userId}`;
+  return null;
+}
+
+function importanceOf(md: Record<string, unknown>): number {
+  const v = md['importance_score'] ?? md['importance'];
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  const named: Record<string, number> = { critical: 1.0, high: 1.0, medium: 0.6, low: 0.3 };
+  return typeof v === 'string' && v.toLowerCase() in named ? named[v.toLowerCase()]! : 1.0;
+}
+
+function categoryOf(md: Record<string, unknown>): string | null {
+  const c = md['category'];
+  return typeof c === 'string' && c.length > 0 ? c.slice(0, 100) : null;
+}
+
+async function processBatch(
+  opts: PipelineOptions,
+  rows: SourceRow[],
+  result: PipelineResult,
+  dryRunKeys: Map<string, string>,
+): Promise<void> {
+  const { db, dryRun } = opts;
+  const m = result.memories;
+  const skips: SkippedRow[] = [];
+  const memories: (MemoryRow & { source: SourceRow })[] = [];
+  const fragments: FragmentRow[] = [];
+
+  for (const row of rows) {
+    const reason = skipReason(row);
+    if (!reason && row.userId === SYSTEM_PROMPTS_USER) {
+      // Fragments are not memories: they are counted under fragments, not memories.read.
+      result.fragments.read++;
+      fragments.push(fragmentFromSource(row));
+      continue;
+    }
+    m.read++;
+    userCounts(result, row.userId).read++;
+    if (reason) {
+      skip(opts, result, row, reason, skips);
+      continue;
+    }
+    if (row.metadataWarning) warn(result, 'metadata not JSON (kept as {raw})');
+    memories.push({
+      source: row,
+      id: row.id,
+      userId: row.userId!,
+      content: row.content,
+      contentHash: contentHash(row.content),
+      dedupHash: dedupHash(row.content),
+      embedding: null,
+      embeddingModel: null,
+      metadata: row.metadata,
+      category: categoryOf(row.metadata),
+      importanceScore: importanceOf(row.metadata),
+      createdAt: row.createdAt,
+      updatedAt: row.updatedAt ?? row.createdAt,
+    });
+  }
+
+  // What the target already holds for these ids, and which stored rows share a dedup key.
+  const existing = db ? await lookupExisting(db, memories) : new Map<string, Existing>();
+  const keyOwners = db ? await lookupDedupOwners(db, memories) : new Map<string, string>();
+
+  const toWrite: (MemoryRow & { source: SourceRow; changedContent: boolean })[] = [];
+  const duplicates: DuplicateRow[] = [];
+  const batchKeys = new Map<string, string>();
+  for (const mem of memories) {
+    const ex = existing.get(mem.id);
+    const uc = userCounts(result, mem.userId);
+    if (ex?.duplicateOf) {
+      // Recorded as an exact duplicate by an earlier run: still a duplicate.
+      m.duplicates.exact++;
+      m.duplicates.total++;
+      uc.duplicates++;
+      continue;
+    }
+    if (ex && ex.contentHash !== null) {
+      if (ex.contentHash === mem.contentHash && ex.sameMetadata) {
+        m.unchanged++;
+        uc.unchanged++;
+        continue;
+      }
+      toWrite.push({ ...mem, changedContent: ex.contentHash !== mem.contentHash });
+      continue;
+    }
+    const key = `${mem.userId}\u0000${mem.dedupHash}`;
+    const owner = batchKeys.get(key) ?? keyOwners.get(key) ?? dryRunKeys.get(key);
+    if (owner !== undefined && owner !== mem.id) {
+      m.duplicates.exact++;
+      m.duplicates.total++;
+      uc.duplicates++;
+      duplicates.push({
+        originalId: owner,
+        duplicateId: mem.id,
+        userId: mem.userId,
+        duplicateHash: mem.contentHash,
+        similarity: 1.0,
+        type: 'exact',
+      });
+      continue;
+    }
+    batchKeys.set(key, mem.id);
+    if (dryRun) dryRunKeys.set(key, mem.id);
+    toWrite.push({ ...mem, changedContent: true });
+  }
+
+  if (opts.dedup.mode === 'fuzzy' && db) {
+    await fuzzyDedup(db, opts, toWrite, duplicates, result);
+  }
+
+  // Embeddings: reuse the stored vector when the declared source model is the target model,
+  // otherwise cache, otherwise the API. Metadata-only updates keep the vector they have.
+  const needEmbed: { target: { embedding: Float32Array | null; embeddingModel: string | null }; input: EmbedInput }[] = [];
+  const reuseAllowed = opts.sourceModel !== null && opts.sourceModel === opts.model;
+  const stats = opts.embeddings.stats;
+  for (const mem of toWrite) {
+    if (!mem.changedContent) continue;
+    const stored = mem.source.embedding;
+    if (reuseAllowed) {
+      if (stored.vector && stored.vector.length === opts.dimensions) {
+        mem.embedding = stored.vector;
+        mem.embeddingModel = opts.model;
+        stats.reused++;
+        continue;
+      }
+      if (stored.encoding !== 'null' && stored.encoding !== 'empty') {
+        result.invalidStored++;
+        warn(result, 'stored vector invalid, re-embedded');
+      }
+    }
+    needEmbed.push({ target: mem, input: { text: mem.content, ref: { id: mem.id, user: mem.userId } } });
+  }
+  for (const f of fragments) {
+    needEmbed.push({ target: fragmentTarget(f), input: { text: f.content, ref: { id: f.id, user: SYSTEM_PROMPTS_USER } } });
+  }
+  await embedInto(opts, needEmbed, result);
+
+  const survivors = toWrite;
+  if (dryRun || !db) {
+    for (const mem of survivors) {
+      const uc = userCounts(result, mem.userId);
+      if (existing.has(mem.id)) {
+        m.updated++;
+        uc.updated++;
+      } else {
+        m.migrated++;
+        uc.migrated++;
+      }
+    }
+    for (const f of fragments) result.fragments.migrated++;
+    return;
+  }
+
+  const lastRowid = rows[rows.length - 1]!.rowid;
+  await db.transaction(async (tx) => {
+    const w = await writeMemories(tx, survivors);
+    const fw = await writeFragments(tx, fragments);
+    await writeDuplicates(tx, duplicates);
+    await writeSkips(tx, skips);
+    // Counts are applied only once the batch commits (below), so the checkpoint carries the
+    // totals as they will be after this batch.
+    const after = {
+      ...m,
+      migrated: m.migrated + w.inserted,
+      updated: m.updated + w.updated,
+      unchanged: m.unchanged + (survivors.length - w.inserted - w.updated),
+    };
+    if (opts.runId !== null) await checkpoint(tx, opts.runId, lastRowid, after);
+    m.migrated = after.migrated;
+    m.updated = after.updated;
+    m.unchanged = after.unchanged;
+    const userOf = new Map(survivors.map((s) => [s.id, s.userId]));
+    for (const id of w.insertedIds) userCounts(result, userOf.get(id) ?? null).migrated++;
+    for (const id of w.updatedIds) userCounts(result, userOf.get(id) ?? null).updated++;
+    result.fragments.migrated += fw.inserted;
+    result.fragments.updated += fw.updated;
+    result.fragments.unchanged += fragments.length - fw.inserted - fw.updated;
+  });
+}
+
+function fragmentTarget(f: FragmentRow & { embedding?: Float32Array | null; embeddingModel?: string | null }) {
+  f.embedding ??= null;
+  f.embeddingModel ??= null;
+  return f as { embedding: Float32Array | null; embeddingModel: string | null };
+}
+
+async function embedInto(
+  opts: PipelineOptions,
+  items: { target: { embedding: Float32Array | null; embeddingModel: string | null }; input: EmbedInput }[],
+  result: PipelineResult,
+) {
+  if (items.length === 0) return;
+  if (opts.dryRun) {
+    for (const it of items) result.pendingEmbeds.push(it.input);
+    return;
+  }
+  const out = await opts.embeddings.embedTexts(items.map((i) => i.input));
+  out.forEach((r, i) => {
+    const t = items[i]!.target;
+    if ('vector' in r) {
+      t.embedding = r.vector;
+      t.embeddingModel = opts.model;
+    } else {
+      // Kept without a vector: the memory itself must not be lost. Counted as rejected.
+      t.embedding = null;
+      t.embeddingModel = null;
+      warn(result, 'embedding rejected by the API (stored without vector)');
+    }
+  });
+}
+
+async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<string, Existing>> {
+  const out = new Map<string, Existing>();
+  if (mems.length === 0) return out;
+  const payload = JSON.stringify(mems.map((x) => ({ id: x.id, md: x.metadata })));
+  const rows = await db.query<{ id: string; content_hash: string | null; same_md: boolean | null; dup_of: string | null }>(
+    `SELECT x.id, m.content_hash, (m.metadata = x.md) AS same_md, d.original_id AS dup_of
+       FROM jsonb_to_recordset($1::jsonb) AS x(id text, md jsonb)
+       LEFT JOIN memories m ON m.id = x.id
+       LEFT JOIN memory_duplicates d ON d.duplicate_id = x.id AND d.dedup_type = 'exact'
+      WHERE m.id IS NOT NULL OR d.original_id IS NOT NULL`,
+    [payload],
+  );
+  for (const r of rows) {
+    out.set(r.id, {
+      contentHash: r.content_hash ? r.content_hash.trim() : null,
+      sameMetadata: r.same_md === true,
+      duplicateOf: r.dup_of,
+    });
+  }
+  return out;
+}
+
+async function lookupDedupOwners(db: Db, mems: MemoryRow[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (mems.length === 0) return out;
+  const payload = JSON.stringify(mems.map((x) => ({ u: x.userId, h: x.dedupHash })));
+  const rows = await db.query<{ id: string; user_id: string; dedup_hash: string }>(
+    `SELECT DISTINCT ON (m.user_id, m.dedup_hash) m.id, m.user_id, m.dedup_hash
+       FROM memories m JOIN (SELECT DISTINCT u, h FROM jsonb_to_recordset($1::jsonb) AS x(u text, h text)) x
+         ON m.user_id = x.u AND m.dedup_hash = x.h
+      ORDER BY m.user_id, m.dedup_hash, m.created_at, m.id`,
+    [payload],
+  );
+  for (const r of rows) out.set(`${r.user_id}\u0000${r.dedup_hash.trim()}`, r.id);
+  return out;
+}
+
+/**
+ * Near-duplicates by word-set Jaccard against the user's stored memories and the batch.
+ * Recorded in memory_duplicates; with skipMatches the later row is not stored.
+ */
+async function fuzzyDedup(
+  db: Db,
+  opts: PipelineOptions,
+  toWrite: (MemoryRow & { changedContent: boolean })[],
+  duplicates: DuplicateRow[],
+  result: PipelineResult,
+) {
+  const threshold = opts.dedup.threshold ?? 0.9;
+  const users = [...new Set(toWrite.filter((t) => t.changedContent).map((t) => t.userId))];
+  if (users.length === 0) return;
+  const stored = await db.query<{ id: string; user_id: string; content: string }>(
+    `SELECT id, user_id, content FROM memories WHERE user_id = ANY($1::text[]) ORDER BY created_at, id`,
+    [users],
+  );
+  const pool = new Map<string, { id: string; words: Set<string> }[]>();
+  for (const s of stored) {
+    const list = pool.get(s.user_id) ?? [];
+    list.push({ id: s.id, words: wordSet(s.content) });
+    pool.set(s.user_id, list);
+  }
+  const keep: typeof toWrite = [];
+  for (const mem of toWrite) {
+    if (!mem.changedContent) {
+      keep.push(mem);
+      continue;
+    }
+    const words = wordSet(mem.content);
+    const list = pool.get(mem.userId) ?? [];
+    let match: { id: string; score: number } | null = null;
+    for (const other of list) {
+      if (other.id === mem.id) continue;
+      const score = jaccard(words, other.words);
+      if (score >= threshold && (!match || score > match.score)) match = { id: other.id, score };
+    }
+    if (match) {
+      duplicates.push({
+        originalId: match.id,
+        duplicateId: mem.id,
+        userId: mem.userId,
+        duplicateHash: mem.contentHash,
+        similarity: match.score,
+        type: 'fuzzy',
+      });
+      result.memories.duplicates.fuzzy++;
+      result.memories.duplicates.total++;
+      userCounts(result, mem.userId).duplicates++;
+      if (opts.dedup.skipMatches) continue;
+    }
+    list.push({ id: mem.id, words });
+    pool.set(mem.userId, list);
+    keep.push(mem);
+  }
+  toWrite.splice(0, toWrite.length, ...keep);
+}
+
+async function ensureDefaultFragments(db: Db, opts: PipelineOptions): Promise<number> {
+  const defaults = defaultFragments();
+  const present = await db.query<{ id: string }>(`SELECT id FROM prompt_fragments WHERE id = ANY($1::text[])`, [
+    defaults.map((d) => d.id),
+  ]);
+  const have = new Set(present.map((p) => p.id));
+  const missing = defaults.filter((d) => !have.has(d.id));
+  if (missing.length === 0) return 0;
+  const items = missing.map((f) => ({ target: fragmentTarget(f), input: { text: f.content, ref: { id: f.id, user: null } } }));
+  const out = await opts.embeddings.embedTexts(items.map((i) => i.input));
+  out.forEach((r, i) => {
+    if ('vector' in r) {
+      items[i]!.target.embedding = r.vector;
+      items[i]!.target.embeddingModel = opts.model;
+    }
+  });
+  const w = await db.transaction((tx) => writeFragments(tx, missing));
+  return w.inserted;
+}
+
+async function countMissingDefaults(db: Db | null, opts: PipelineOptions, result: PipelineResult): Promise<number> {
+  const defaults = defaultFragments();
+  let missing = defaults;
+  if (db) {
+    const present = await db.query<{ id: string }>(`SELECT id FROM prompt_fragments WHERE id = ANY($1::text[])`, [
+      defaults.map((d) => d.id),
+    ]);
+    const have = new Set(present.map((p) => p.id));
+    missing = defaults.filter((d) => !have.has(d.id));
+  }
+  for (const f of missing) result.pendingEmbeds.push({ text: f.content, ref: { id: f.id, user: null } });
+  return missing.length;
+}
+
+export type { EmbedStats };

@@ -1,0 +1,125 @@
+// The migration report: the --json object (a stable contract: keys are added, never
+// renamed) and the human summary printed from it.
+import type { EmbedStats } from './embed/types.js';
+
+export interface SkippedRow {
+  id: string;
+  user: string | null;
+  reason: string;
+}
+
+export interface SelftestCheck {
+  name: string;
+  ok: boolean;
+  detail?: string;
+}
+
+export interface MemoryCounts {
+  read: number;
+  migrated: number;
+  updated: number;
+  unchanged: number;
+  skipped: number;
+  errors: number;
+  duplicates: { exact: number; fuzzy: number; semantic: number; total: number };
+  /** Skips by reason, e.g. { "empty content": 2 }. */
+  skippedByReason: Record<string, number>;
+  /** Warnings counted per row (metadata kept as {raw}, invalid stored vectors re-embedded...). */
+  warnings: Record<string, number>;
+}
+
+export interface MigrationReport {
+  ok: boolean;
+  command: string;
+  dryRun: boolean;
+  source: { path: string; sha256: string | null; layout: string; empty: boolean };
+  target: string;
+  runId: number | null;
+  memories: MemoryCounts;
+  fragments: { read: number; migrated: number; updated: number; unchanged: number; defaults: number };
+  embeddings: EmbedStats & {
+    model: string;
+    dimensions: number;
+    sourceModel: string | null;
+    invalidStored: number;
+    estimatedCostUsd: number;
+  };
+  users: Record<string, { read: number; migrated: number; updated: number; unchanged: number; duplicates: number; skipped: number }>;
+  indexes: { table: string; index: string; rows: number; lists: number; action: string; ms: number }[];
+  backupSchema: string | null;
+  selftest: { ran: boolean; passed: boolean; checks: SelftestCheck[] };
+  skippedRows: SkippedRow[];
+  preflight?: {
+    textsToEmbed: number;
+    tokens: number;
+    requests: number;
+    cached: number;
+    estimatedCostUsd: number;
+    etaSeconds: number;
+  };
+  timings: { loadMs: number; indexMs: number; selftestMs: number };
+  durationMs: number;
+  error?: string;
+}
+
+export function emptyMemoryCounts(): MemoryCounts {
+  return {
+    read: 0,
+    migrated: 0,
+    updated: 0,
+    unchanged: 0,
+    skipped: 0,
+    errors: 0,
+    duplicates: { exact: 0, fuzzy: 0, semantic: 0, total: 0 },
+    skippedByReason: {},
+    warnings: {},
+  };
+}
+
+/** Skipped rows kept in the report itself; the full list goes to --report files. */
+export const MAX_SKIPPED_IN_REPORT = 1000;
+
+function pad(s: string | number, n: number, right = false): string {
+  const t = String(s);
+  return right ? t.padEnd(n) : t.padStart(n);
+}
+
+/** The pgloader-like summary table, one line per table, then embedding and self-test lines. */
+export function formatSummary(r: MigrationReport): string {
+  const lines: string[] = [];
+  const m = r.memories;
+  const f = r.fragments;
+  const head = ['table', 'read', 'migrated', 'updated', 'unchanged', 'duplicates', 'skipped', 'errors'];
+  const widths = [18, 8, 9, 8, 10, 11, 8, 7];
+  const row = (cells: (string | number)[]) => cells.map((c, i) => pad(c, widths[i]!, i === 0)).join(' ');
+  lines.push(row(head));
+  lines.push(widths.map((w) => '-'.repeat(w)).join(' '));
+  lines.push(row(['memories', m.read, m.migrated, m.updated, m.unchanged, m.duplicates.total, m.skipped, m.errors]));
+  lines.push(row(['prompt_fragments', f.read, f.migrated + f.defaults, f.updated, f.unchanged, 0, 0, 0]));
+  lines.push(row(['memory_duplicates', '', m.duplicates.total, '', '', '', '', '']));
+  lines.push('');
+  const e = r.embeddings;
+  lines.push(
+    `embeddings (${e.model}, ${e.dimensions} dims): reused ${e.reused}, cached ${e.cached}, computed ${e.computed}, ` +
+      `requests ${e.requests}, retries ${e.retries}, tokens ${e.tokens}, truncated ${e.truncated}, rejected ${e.rejected}, ` +
+      `estimated cost $${e.estimatedCostUsd.toFixed(4)}`,
+  );
+  if (e.invalidStored > 0) lines.push(`stored vectors that were invalid and re-embedded: ${e.invalidStored}`);
+  const reasons = Object.entries(m.skippedByReason);
+  if (reasons.length > 0) lines.push(`skipped: ${reasons.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  const warnings = Object.entries(m.warnings);
+  if (warnings.length > 0) lines.push(`warnings: ${warnings.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  const dups = m.duplicates;
+  if (dups.total > 0) lines.push(`duplicates: exact ${dups.exact}, fuzzy ${dups.fuzzy}, semantic ${dups.semantic}`);
+  for (const ix of r.indexes) {
+    if (ix.action !== 'skipped-empty') lines.push(`index ${ix.index}: ${ix.action} (rows ${ix.rows}, lists ${ix.lists}, ${ix.ms} ms)`);
+  }
+  if (r.backupSchema) lines.push(`previous tables backed up in schema ${r.backupSchema}`);
+  if (r.selftest.ran) {
+    for (const c of r.selftest.checks) lines.push(`${c.ok ? '✅' : '❌'} ${c.name}${c.detail ? ` — ${c.detail}` : ''}`);
+  } else {
+    lines.push('self-test skipped');
+  }
+  lines.push(`duration: ${(r.durationMs / 1000).toFixed(1)} s`);
+  return lines.join('\n');
+}

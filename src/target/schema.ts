@@ -1,0 +1,161 @@
+// Installs the schema from sql/*.sql, in file order, each file sent whole (never split on
+// ';' — that is how the original tool cut its $$ bodies apart). Re-runnable. With
+// --force-recreate the existing tables are moved to a backup schema first.
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Db } from './connection.js';
+import { RunError, UsageError, errorMessage } from '../errors.js';
+
+/** Tables that hold one load's data: moved to the backup schema by --force-recreate. */
+const SCHEMA_LOCK_KEY = 0x6d6d5343; // 'mmSC'
+
+export const DATA_TABLES = ['memory_duplicates', 'memory_analytics', 'prompt_fragments', 'memories', 'migration_skips'];
+
+/** The sql/ folder, found from both src/ (ts) and dist/src/ (compiled) locations. */
+export function sqlDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, 'sql');
+    try {
+      if (readdirSync(candidate).some((f) => f.endsWith('.sql'))) return candidate;
+    } catch {
+      /* keep walking up */
+    }
+    dir = dirname(dir);
+  }
+  throw new RunError('cannot find the sql/ folder next to the installed package; reinstall memory-migrate');
+}
+
+export function schemaFiles(): { name: string; text: string }[] {
+  const dir = sqlDir();
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.sql'))
+    .sort()
+    .map((name) => ({ name, text: readFileSync(join(dir, name), 'utf8') }));
+}
+
+export interface InstallOptions {
+  dimensions: number;
+  forceRecreate?: boolean;
+  /** false = --no-backup: really drop the tables on --force-recreate. */
+  backup?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface InstallResult {
+  /** Name of the schema the old tables were moved to, if any. */
+  backupSchema: string | null;
+  droppedTables: string[];
+}
+
+export async function installSchema(db: Db, opts: InstallOptions): Promise<InstallResult> {
+  const log = opts.log ?? (() => {});
+  const result: InstallResult = { backupSchema: null, droppedTables: [] };
+  const files = schemaFiles();
+
+  await db.transaction(async (tx) => {
+    // Shards of one migration may install at the same moment; CREATE … IF NOT EXISTS is not
+    // safe against a concurrent creator, so installers take turns.
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK_KEY]);
+    await runExtensionFile(tx, files[0]!);
+    if (opts.forceRecreate) {
+      const existing = await existingTables(tx, DATA_TABLES);
+      if (existing.length > 0) {
+        if (opts.backup === false) {
+          await tx.exec(existing.map((t) => `DROP TABLE IF EXISTS ${t} CASCADE;`).join('\n'));
+          result.droppedTables = existing;
+          log(`dropped tables ${existing.join(', ')} (--no-backup)`);
+        } else {
+          result.backupSchema = await moveToBackup(tx, existing);
+          log(`moved existing tables to backup schema ${result.backupSchema}`);
+        }
+      }
+    } else {
+      await checkVectorWidth(tx, opts.dimensions);
+    }
+    for (const file of files.slice(1)) {
+      try {
+        await tx.exec(file.text.replaceAll('{{dimensions}}', String(opts.dimensions)));
+      } catch (err) {
+        throw mapSchemaError(err, file.name);
+      }
+    }
+  });
+  return result;
+}
+
+async function runExtensionFile(db: Db, file: { name: string; text: string }) {
+  try {
+    await db.exec(file.text);
+  } catch (err) {
+    throw mapSchemaError(err, file.name);
+  }
+}
+
+function mapSchemaError(err: unknown, file: string): Error {
+  const msg = errorMessage(err);
+  const code = (err as { code?: string }).code;
+  if (/extension "vector" is not available|could not open extension control file/i.test(msg)) {
+    return new UsageError(
+      'pgvector is not installed on the target PostgreSQL server: install the pgvector extension there ' +
+        '(on Debian 12 build it with scripts/setup-postgres.sh), or omit --database-url to use embedded PGlite',
+    );
+  }
+  if (code === '42501' || /permission denied/i.test(msg)) {
+    return new UsageError(
+      `permission denied while installing the schema (${file}: ${msg}): connect as a role that may CREATE in this ` +
+        'database, or have a superuser run CREATE EXTENSION vector and GRANT CREATE ON DATABASE to this role',
+    );
+  }
+  return new RunError(`schema file ${file} failed: ${msg}`);
+}
+
+export async function existingTables(db: Db, names: string[]): Promise<string[]> {
+  const rows = await db.query<{ name: string }>(
+    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname = ANY($1::text[])`,
+    [names],
+  );
+  const found = new Set(rows.map((r) => r.name));
+  return names.filter((n) => found.has(n));
+}
+
+async function moveToBackup(db: Db, tables: string[]): Promise<string> {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').toLowerCase();
+  let name = `memory_backup_${stamp}`;
+  for (let n = 2; ; n++) {
+    const taken = await db.query(`SELECT 1 FROM pg_namespace WHERE nspname = $1`, [name]);
+    if (taken.length === 0) break;
+    name = `memory_backup_${stamp}_${n}`;
+  }
+  await db.exec(`CREATE SCHEMA ${name};`);
+  // Moving (not copying) keeps the rows, indexes, sequences and triggers together and costs nothing.
+  await db.exec(tables.map((t) => `ALTER TABLE ${t} SET SCHEMA ${name};`).join('\n'));
+  return name;
+}
+
+/** Width of memories.embedding in the target, or null if the table does not exist yet. */
+export async function tableDimensions(db: Db, table = 'memories'): Promise<number | null> {
+  const rows = await db.query<{ typmod: number }>(
+    `SELECT a.atttypmod AS typmod FROM pg_attribute a
+       JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = current_schema() AND c.relname = $1 AND a.attname = 'embedding' AND NOT a.attisdropped`,
+    [table],
+  );
+  if (rows.length === 0) return null;
+  const typmod = Number(rows[0]!.typmod);
+  return typmod > 0 ? typmod : null;
+}
+
+async function checkVectorWidth(db: Db, dimensions: number) {
+  for (const table of ['memories', 'prompt_fragments']) {
+    const width = await tableDimensions(db, table);
+    if (width !== null && width !== dimensions) {
+      throw new UsageError(
+        `${table}.embedding in the target is vector(${width}) but this run embeds with ${dimensions} dimensions: ` +
+          `pass --dimensions ${width} (or the model that made them), or --force-recreate to back up the tables and rebuild them`,
+      );
+    }
+  }
+}

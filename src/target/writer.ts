@@ -1,0 +1,213 @@
+// Writes one batch into the target tables. Memories go through binary COPY into a staging
+// table and then one INSERT … SELECT … ON CONFLICT, so an idempotent upsert keeps COPY's
+// speed. Must be called inside a transaction (the staging table lives until commit).
+import type { Db } from './connection.js';
+import { BinaryCopyWriter, type CopyColumnType } from './copy-binary.js';
+import type { FragmentRow } from './fragments.js';
+
+export interface MemoryRow {
+  id: string;
+  userId: string;
+  content: string;
+  contentHash: string;
+  dedupHash: string;
+  /** null on a metadata-only update keeps the stored vector. */
+  embedding: Float32Array | null;
+  embeddingModel: string | null;
+  metadata: Record<string, unknown>;
+  category: string | null;
+  importanceScore: number;
+  createdAt: Date | null;
+  updatedAt: Date | null;
+}
+
+export interface DuplicateRow {
+  originalId: string;
+  duplicateId: string;
+  userId: string;
+  duplicateHash: string;
+  similarity: number;
+  type: 'exact' | 'fuzzy' | 'semantic';
+}
+
+export interface WriteResult {
+  inserted: number;
+  updated: number;
+  insertedIds: string[];
+  updatedIds: string[];
+}
+
+const MEMORY_COLUMNS: [string, CopyColumnType][] = [
+  ['id', 'text'],
+  ['user_id', 'text'],
+  ['content', 'text'],
+  ['content_hash', 'text'],
+  ['dedup_hash', 'text'],
+  ['embedding', 'vector'],
+  ['embedding_model', 'text'],
+  ['metadata', 'jsonb'],
+  ['category', 'text'],
+  ['importance_score', 'float8'],
+  ['created_at', 'timestamptz'],
+  ['updated_at', 'timestamptz'],
+];
+
+const MEMORY_COLUMN_LIST = MEMORY_COLUMNS.map(([c]) => c).join(', ');
+
+/** Encodes memory rows as one PGCOPY binary stream for the memories columns above. */
+export function encodeMemories(rows: MemoryRow[], writer = new BinaryCopyWriter(MEMORY_COLUMNS.map(([, t]) => t))): Uint8Array {
+  writer.reset();
+  for (const r of rows) {
+    writer.addRow([
+      r.id,
+      r.userId,
+      r.content,
+      r.contentHash,
+      r.dedupHash,
+      r.embedding,
+      r.embeddingModel,
+      r.metadata,
+      r.category,
+      r.importanceScore,
+      r.createdAt,
+      r.updatedAt,
+    ]);
+  }
+  return writer.finish();
+}
+
+export async function writeMemories(tx: Db, rows: MemoryRow[]): Promise<WriteResult> {
+  const out: WriteResult = { inserted: 0, updated: 0, insertedIds: [], updatedIds: [] };
+  if (rows.length === 0) return out;
+  // CREATE … AS … WITH NO DATA copies the column types but not NOT NULL, so NULL timestamps
+  // can be staged and defaulted in the INSERT below.
+  await tx.exec(
+    `CREATE TEMP TABLE IF NOT EXISTS mm_stage_memories ON COMMIT DROP AS SELECT ${MEMORY_COLUMN_LIST} FROM memories WITH NO DATA;
+     TRUNCATE mm_stage_memories;`,
+  );
+  await tx.copyBinary('mm_stage_memories', MEMORY_COLUMNS.map(([c]) => c), encodeMemories(rows));
+  const result = await tx.query<{ id: string; inserted: boolean }>(
+    `WITH up AS (
+       INSERT INTO memories (${MEMORY_COLUMN_LIST})
+       SELECT id, user_id, content, content_hash, dedup_hash, embedding, embedding_model, metadata, category,
+              importance_score, COALESCE(created_at, now()), COALESCE(updated_at, created_at, now())
+         FROM mm_stage_memories
+       ON CONFLICT (id) DO UPDATE SET
+         user_id = EXCLUDED.user_id,
+         content = EXCLUDED.content,
+         embedding = CASE WHEN EXCLUDED.embedding IS NULL AND memories.content_hash = EXCLUDED.content_hash
+                          THEN memories.embedding ELSE EXCLUDED.embedding END,
+         embedding_model = CASE WHEN EXCLUDED.embedding IS NULL AND memories.content_hash = EXCLUDED.content_hash
+                          THEN memories.embedding_model ELSE EXCLUDED.embedding_model END,
+         content_hash = EXCLUDED.content_hash,
+         dedup_hash = EXCLUDED.dedup_hash,
+         metadata = EXCLUDED.metadata,
+         category = EXCLUDED.category,
+         importance_score = EXCLUDED.importance_score,
+         created_at = EXCLUDED.created_at,
+         updated_at = EXCLUDED.updated_at
+       WHERE memories.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+          OR memories.metadata IS DISTINCT FROM EXCLUDED.metadata
+       RETURNING id, (xmax = 0) AS inserted)
+     SELECT id, inserted FROM up`,
+  );
+  for (const r of result) {
+    if (r.inserted) {
+      out.inserted++;
+      out.insertedIds.push(r.id);
+    } else {
+      out.updated++;
+      out.updatedIds.push(r.id);
+    }
+  }
+  return out;
+}
+
+function vectorText(v: Float32Array | null | undefined): string | null {
+  if (!v) return null;
+  return `[${Array.from(v).join(',')}]`;
+}
+
+export async function writeFragments(
+  tx: Db,
+  rows: (FragmentRow & { embedding?: Float32Array | null; embeddingModel?: string | null })[],
+): Promise<{ inserted: number; updated: number }> {
+  if (rows.length === 0) return { inserted: 0, updated: 0 };
+  const payload = JSON.stringify(
+    rows.map((f) => ({
+      id: f.id,
+      category: f.category,
+      priority: f.priority,
+      content: f.content,
+      content_hash: f.contentHash,
+      tags: f.tags,
+      embedding: vectorText(f.embedding),
+      embedding_model: f.embeddingModel ?? null,
+      agent_type: f.agentType,
+      context_tier: f.contextTier,
+      is_active: f.isActive,
+      metadata: f.metadata,
+      created_at: f.createdAt?.toISOString() ?? null,
+      updated_at: (f.updatedAt ?? f.createdAt)?.toISOString() ?? null,
+    })),
+  );
+  const res = await tx.query<{ inserted: boolean }>(
+    `WITH up AS (
+       INSERT INTO prompt_fragments (id, category, priority, content, content_hash, tags, embedding, embedding_model,
+                                     agent_type, context_tier, is_active, metadata, created_at, updated_at)
+       SELECT x.id, x.category, x.priority, x.content, x.content_hash,
+              ARRAY(SELECT jsonb_array_elements_text(x.tags)), x.embedding::vector, x.embedding_model,
+              x.agent_type, x.context_tier, x.is_active, x.metadata,
+              COALESCE(x.created_at, now()), COALESCE(x.updated_at, x.created_at, now())
+         FROM jsonb_to_recordset($1::jsonb) AS x(id text, category text, priority int, content text, content_hash text,
+              tags jsonb, embedding text, embedding_model text, agent_type text, context_tier text, is_active boolean,
+              metadata jsonb, created_at timestamptz, updated_at timestamptz)
+       ON CONFLICT (id) DO UPDATE SET
+         category = EXCLUDED.category, priority = EXCLUDED.priority, content = EXCLUDED.content,
+         content_hash = EXCLUDED.content_hash, tags = EXCLUDED.tags,
+         embedding = COALESCE(EXCLUDED.embedding, prompt_fragments.embedding),
+         embedding_model = COALESCE(EXCLUDED.embedding_model, prompt_fragments.embedding_model),
+         agent_type = EXCLUDED.agent_type, context_tier = EXCLUDED.context_tier, is_active = EXCLUDED.is_active,
+         metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
+       WHERE prompt_fragments.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+          OR prompt_fragments.metadata IS DISTINCT FROM EXCLUDED.metadata
+       RETURNING (xmax = 0) AS inserted)
+     SELECT inserted FROM up`,
+    [payload],
+  );
+  const inserted = res.filter((r) => r.inserted).length;
+  return { inserted, updated: res.length - inserted };
+}
+
+export async function writeDuplicates(tx: Db, rows: DuplicateRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  await tx.query(
+    `INSERT INTO memory_duplicates (original_id, duplicate_id, user_id, duplicate_hash, similarity_score, dedup_type)
+     SELECT x.original_id, x.duplicate_id, x.user_id, x.duplicate_hash, x.similarity_score, x.dedup_type
+       FROM jsonb_to_recordset($1::jsonb) AS x(original_id text, duplicate_id text, user_id text, duplicate_hash text,
+            similarity_score float8, dedup_type text)
+     ON CONFLICT (duplicate_id, dedup_type) DO NOTHING`,
+    [
+      JSON.stringify(
+        rows.map((d) => ({
+          original_id: d.originalId,
+          duplicate_id: d.duplicateId,
+          user_id: d.userId,
+          duplicate_hash: d.duplicateHash,
+          similarity_score: d.similarity,
+          dedup_type: d.type,
+        })),
+      ),
+    ],
+  );
+}
+
+export async function writeSkips(tx: Db, rows: { id: string; user: string | null; reason: string }[]): Promise<void> {
+  if (rows.length === 0) return;
+  await tx.query(
+    `INSERT INTO migration_skips (source_id, user_id, reason)
+     SELECT x.id, x.user_id, x.reason FROM jsonb_to_recordset($1::jsonb) AS x(id text, user_id text, reason text)
+     ON CONFLICT (source_id) DO UPDATE SET user_id = EXCLUDED.user_id, reason = EXCLUDED.reason`,
+    [JSON.stringify(rows.map((s) => ({ id: s.id, user_id: s.user, reason: s.reason })))],
+  );
+}
