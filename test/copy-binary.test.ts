@@ -101,8 +101,8 @@ describe('BinaryCopyWriter encoding', () => {
       0xff, 0xff, 0xff, 0xff,
       0xff, 0xff, 0xff, 0xff,
       0xff, 0xff, 0xff, 0xff,
-      // text[] {x,NULL}: len 31; ndim 1, has-null 1, oid 25, dim 2, lbound 1, 'x', NULL
-      0, 0, 0, 31, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 25, 0, 0, 0, 2, 0, 0, 0, 1,
+      // text[] {x,NULL}: len 29 = 20 + (4+1) + 4; ndim 1, has-null 1, oid 25, dim 2, lbound 1, 'x', NULL
+      0, 0, 0, 29, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 25, 0, 0, 0, 2, 0, 0, 0, 1,
       0, 0, 0, 1, 0x78, 0xff, 0xff, 0xff, 0xff,
       0xff, 0xff, 0xff, 0xff,
       0xff, 0xff, 0xff, 0xff,

@@ -13,6 +13,7 @@
 // - rate control from x-ratelimit-remaining-* / x-ratelimit-reset-* headers: when the budget
 //   the server reported is used up, wait for its reset instead of running into a 429;
 // - at most `concurrency` HTTP requests in flight.
+import { setMaxListeners } from 'node:events';
 import { appendFile } from 'node:fs/promises';
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
 import pRetry, { AbortError } from 'p-retry';
@@ -209,6 +210,8 @@ export class OpenAIProvider implements EmbeddingProvider {
       done: inputs.length - sendable.length,
       total: inputs.length,
     };
+    // One abort signal is shared by every request and backoff sleep of the call.
+    setMaxListeners(0, run.controller.signal);
 
     const embedBatch = async (batch: number[]): Promise<void> => {
       try {
