@@ -41,7 +41,7 @@ export interface FixtureSummary {
   systemMetrics: number;
   /** Rows that repeat an earlier row of the same user (same dedupHash): removed by dedup. */
   exactDuplicates: { total: number; identical: number; caseOnly: number; whitespaceOnly: number };
-  /** Rows equal to an earlier row of the same user except for one word. */
+  /** Deliberate near duplicates: an earlier row of the same user with one word changed. */
   nearDuplicates: number;
   /** Rows whose text is also stored (earlier) under another user: must NOT be deduplicated. */
   crossUserCopies: number;
@@ -330,13 +330,17 @@ export function makeFixture(opts: FixtureOptions): FixtureSummary {
     return users[users.length - 1]!;
   };
 
+  // Per-user keys (what dedup compares) and global texts: every generated text is unique in
+  // the whole file, so the only cross-user copies are the deliberate ones.
   const seen = new Set<string>();
+  const seenText = new Set<string>();
   const uniqueContent = (userId: string, make: () => string): string => {
     let text = make();
-    for (let i = 0; seen.has(foldKey(userId, text)); i++) {
+    for (let i = 0; seenText.has(foldKey('', text)); i++) {
       text = i < 20 ? make() : `${make()} (ref ${r.int(10000, 99999)})`;
     }
     seen.add(foldKey(userId, text));
+    seenText.add(foldKey('', text));
     return text;
   };
   const newMemory = (userId: string, emb: EmbKind = 'normal'): Plan => ({
@@ -410,8 +414,9 @@ export function makeFixture(opts: FixtureOptions): FixtureSummary {
       const [re, word] = r.pick(swaps);
       const content = orig.content.replace(re, word);
       const k = foldKey(orig.userId, content);
-      if (seen.has(k)) continue;
+      if (seen.has(k) || seenText.has(foldKey('', content))) continue;
       seen.add(k);
+      seenText.add(foldKey('', content));
       made = { kind: 'near', userId: orig.userId, content, vecSeed: orig.vecSeed, noise: 0.15, noiseSeed: r.u32(), emb: 'normal', key: afterOriginal(orig) };
     }
     derived.push(made ?? { ...newMemory(pickUser()), key: r.next() * end });

@@ -171,8 +171,17 @@ pick_port() {
   die "no free port in $PORT_START-$PORT_END"
 }
 
+# True if the postmaster named in postmaster.pid is alive and serves $DATA.
+# (A dead one can linger as a zombie, and after a reboot its PID may belong to
+# another program: pg_ctl status would call both "running".)
 server_running() {
-  [[ -f "$DATA/postmaster.pid" ]] && as_pg "$PG_BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1
+  local pid state
+  [[ -f "$DATA/postmaster.pid" ]] || return 1
+  pid=$(head -n1 "$DATA/postmaster.pid")
+  [[ "$pid" =~ ^[0-9]+$ && -r "/proc/$pid/stat" ]] || return 1
+  state=$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
+  [[ "$state" != Z && "$state" != X ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$DATA"
 }
 
 running_port() { sed -n '4p' "$DATA/postmaster.pid"; }
@@ -224,7 +233,9 @@ start_server() {
   echo "port = $port" | as_pg tee "$DATA/memory-migrate-port.conf" >/dev/null
   echo "$port" >"$STATE"
   log "starting PostgreSQL $PG_MAJOR on 127.0.0.1:$port"
-  as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >&2 \
+  # 9>&-: the server must not inherit our lock fd, or it would hold the lock
+  # for as long as it runs and every later call would wait on it.
+  as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >&2 9>&- \
     || die "pg_ctl start failed"
 }
 
@@ -261,6 +272,12 @@ if server_running; then
 else
   if [[ ! -f "$READY" || ! -f "$DATA/PG_VERSION" || "$(<"$DATA/PG_VERSION")" != "$PG_MAJOR" ]]; then
     init_cluster
+  fi
+  # Lock files left by a server that died (kill -9, reboot) name its PID and
+  # would stop the new one. The socket dir is private to this cluster.
+  if [[ -f "$DATA/postmaster.pid" ]] || compgen -G "$SOCK/.s.PGSQL.*" >/dev/null; then
+    log "removing stale lock files (their server is gone)"
+    rm -f "$DATA/postmaster.pid" "$SOCK"/.s.PGSQL.*
   fi
   PORT=$(pick_port)
   start_server "$PORT"

@@ -371,7 +371,7 @@ async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<string, Ex
   const payload = JSON.stringify(mems.map((x) => ({ id: x.id, md: x.metadata })));
   const rows = await db.query<{ id: string; content_hash: string | null; same_md: boolean | null; dup_of: string | null }>(
     `SELECT x.id, m.content_hash, (m.metadata = x.md) AS same_md, d.original_id AS dup_of
-       FROM jsonb_to_recordset($1::jsonb) AS x(id text, md jsonb)
+       FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md jsonb)
        LEFT JOIN memories m ON m.id = x.id
        LEFT JOIN memory_duplicates d ON d.duplicate_id = x.id AND d.dedup_type = 'exact'
       WHERE m.id IS NOT NULL OR d.original_id IS NOT NULL`,
@@ -393,7 +393,7 @@ async function lookupDedupOwners(db: Db, mems: MemoryRow[]): Promise<Map<string,
   const payload = JSON.stringify(mems.map((x) => ({ u: x.userId, h: x.dedupHash })));
   const rows = await db.query<{ id: string; user_id: string; dedup_hash: string }>(
     `SELECT DISTINCT ON (m.user_id, m.dedup_hash) m.id, m.user_id, m.dedup_hash
-       FROM memories m JOIN (SELECT DISTINCT u, h FROM jsonb_to_recordset($1::jsonb) AS x(u text, h text)) x
+       FROM memories m JOIN (SELECT DISTINCT u, h FROM jsonb_to_recordset($1::text::jsonb) AS x(u text, h text)) x
          ON m.user_id = x.u AND m.dedup_hash = x.h
       ORDER BY m.user_id, m.dedup_hash, m.created_at, m.id`,
     [payload],

@@ -368,6 +368,33 @@ describe('OpenAIProvider against the fake server', () => {
     assert.equal(stats.retries, 0);
   });
 
+  test('a 401 in the middle of a run stops it and abandons requests in flight', async () => {
+    server.reset();
+    server.setFaults((n) => (n >= 3 ? { status: 401 } : { delayMs: 20 }));
+    const stats = emptyEmbedStats();
+    await assert.rejects(
+      provider(server, { maxInputs: 2, concurrency: 4 }).embed(inputsOf(memoryTexts(200, 9)), stats),
+      (e: unknown) => e instanceof RunError && /OPENAI_API_KEY/.test(e.message),
+    );
+    server.setFaults(undefined);
+    // 100 batches planned; the run stopped after the few that were already in flight.
+    assert.ok(server.embeddingRequests.length <= 2 + 4, `${server.embeddingRequests.length} requests`);
+    assert.equal(stats.retries, 0);
+  });
+
+  test('server unreachable: retried, then a RunError naming OPENAI_BASE_URL', async () => {
+    const dead = await startFakeOpenAI();
+    const url = dead.url;
+    await dead.close();
+    const stats = emptyEmbedStats();
+    await assert.rejects(
+      new OpenAIProvider({ apiKey: KEY, baseURL: url, maxRetries: 2, retryBaseMs: 5 }).embed(inputsOf(['x']), stats),
+      (e: unknown) => e instanceof RunError && /cannot reach the embedding API/.test(e.message) && /OPENAI_BASE_URL/.test(e.message),
+    );
+    assert.equal(stats.requests, 3);
+    assert.equal(stats.retries, 2);
+  });
+
   test('real 401 from the server (wrong Authorization header) behaves the same', async () => {
     server.reset();
     const p = provider(server, { apiKey: 'sk-another-wrong-key-000000', maxInputs: 4 });

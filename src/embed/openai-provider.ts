@@ -311,6 +311,14 @@ export class OpenAIProvider implements EmbeddingProvider {
     } catch (err) {
       if (run.controller.signal.aborted && run.fatal) throw run.fatal;
       if (!lastWasRetryable) throw err;
+      if (err instanceof APIConnectionError) {
+        throw new RunError(
+          `cannot reach the embedding API at ${maskUrl(this.baseURL)} after ${this.maxRetries} ` +
+            `${this.maxRetries === 1 ? 'retry' : 'retries'}: ${describe(err)} (check OPENAI_BASE_URL and the network; ` +
+            `--max-retries sets how long to keep trying)`,
+          1,
+        );
+      }
       throw new RunError(
         `embedding request failed after ${this.maxRetries} ${this.maxRetries === 1 ? 'retry' : 'retries'}: ` +
           `${describe(err)} (raise --max-retries or lower --concurrency)`,
@@ -479,29 +487,34 @@ export class OpenAIProvider implements EmbeddingProvider {
    * counts only requests on the wire. */
   private reserved = 0;
 
-  /** Waits while the server's reported budget is used up (or a Retry-After pause is on). */
+  /**
+   * Waits while the budget the server reported is used up (or a Retry-After pause is on),
+   * then spends from it. Waits at most 60 s at a time: OpenAI's reset times are until the
+   * budget is FULL again, while it refills continuously, so after a long wait the old numbers
+   * are dropped and the next answer brings fresh ones.
+   */
   private async rateGate(tokens: number, signal: AbortSignal): Promise<void> {
-    for (;;) {
-      const now = Date.now();
-      const r = this.rate;
-      let until = r.pauseUntil && r.pauseUntil > now ? r.pauseUntil : 0;
-      if (r.remainingRequests !== undefined && r.remainingRequests <= 0 && (r.resetRequestsAt ?? 0) > now) {
-        until = Math.max(until, r.resetRequestsAt!);
-      }
-      if (r.remainingTokens !== undefined && r.remainingTokens < tokens && (r.resetTokensAt ?? 0) > now) {
-        until = Math.max(until, r.resetTokensAt!);
-      }
-      if (until <= now) break;
+    const r = this.rate;
+    const now = Date.now();
+    let until = r.pauseUntil && r.pauseUntil > now ? r.pauseUntil : 0;
+    if (r.remainingRequests !== undefined && r.remainingRequests <= 0 && (r.resetRequestsAt ?? 0) > now) {
+      until = Math.max(until, r.resetRequestsAt!);
+    }
+    if (r.remainingTokens !== undefined && r.remainingTokens < tokens && (r.resetTokensAt ?? 0) > now) {
+      until = Math.max(until, r.resetTokensAt!);
+    }
+    if (until > now) {
       await sleep(Math.min(until - now, RETRY_AFTER_CAP_MS), signal);
+      // We waited for the reset (or as long as we are willing to): the numbers are stale.
+      r.remainingRequests = r.remainingTokens = r.resetRequestsAt = r.resetTokensAt = undefined;
     }
     // After a reset the server's budget is full again: forget the stale numbers.
-    const now = Date.now();
-    const r = this.rate;
-    if (r.resetRequestsAt !== undefined && r.resetRequestsAt <= now) {
+    const later = Date.now();
+    if (r.resetRequestsAt !== undefined && r.resetRequestsAt <= later) {
       r.remainingRequests = undefined;
       r.resetRequestsAt = undefined;
     }
-    if (r.resetTokensAt !== undefined && r.resetTokensAt <= now) {
+    if (r.resetTokensAt !== undefined && r.resetTokensAt <= later) {
       r.remainingTokens = undefined;
       r.resetTokensAt = undefined;
     }

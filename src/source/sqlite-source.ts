@@ -89,7 +89,7 @@ export function describeSqliteError(err: unknown, path: string, busyTimeoutMs = 
   }
   if (code === 'SQLITE_READONLY_ROLLBACK') {
     return new UsageError(
-      `${path} has a hot journal (${path}-journal) from an interrupted write, which a read-only reader cannot roll back; copy both files elsewhere, open the copy once with \`sqlite3 copy.db "PRAGMA quick_check"\`, and migrate the copy`,
+      `${path} has a hot journal (${path}-journal) from an interrupted write, which a read-only reader cannot roll back; copy both files together (as copy.db and copy.db-journal), open the copy once with \`sqlite3 copy.db "PRAGMA quick_check"\` so SQLite rolls the write back, and migrate copy.db`,
     );
   }
   if (code.startsWith('SQLITE_READONLY') || code === 'SQLITE_CANTOPEN_ISDIR') {

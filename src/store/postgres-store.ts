@@ -99,7 +99,7 @@ export class PostgresMemoryStore implements MemoryStore {
     const md = input.metadata ?? {};
     await this.db.query(
       `INSERT INTO memories (id, user_id, content, content_hash, dedup_hash, embedding, embedding_model, metadata, category)
-       VALUES ($1, $2, $3, $4, $5, $6::vector, $7, $8::jsonb, $9)
+       VALUES ($1, $2, $3, $4, $5, $6::vector, $7, $8::text::jsonb, $9)
        ON CONFLICT (id) DO UPDATE SET content = EXCLUDED.content, content_hash = EXCLUDED.content_hash,
          dedup_hash = EXCLUDED.dedup_hash, embedding = EXCLUDED.embedding, embedding_model = EXCLUDED.embedding_model,
          metadata = EXCLUDED.metadata, category = EXCLUDED.category`,

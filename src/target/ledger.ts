@@ -79,7 +79,7 @@ export async function startRun(
 ): Promise<number> {
   const [row] = await db.query<{ id: number }>(
     `INSERT INTO migration_runs (source_path, source_sha256, options, shard, status, started_at)
-     VALUES ($1, $2, $3::jsonb, $4, 'pending', date_trunc('milliseconds', now())) RETURNING id`,
+     VALUES ($1, $2, $3::text::jsonb, $4, 'pending', date_trunc('milliseconds', now())) RETURNING id`,
     [run.sourcePath, run.sourceSha256, JSON.stringify(run.options), run.shard],
   );
   const id = Number(row!.id);
@@ -89,7 +89,7 @@ export async function startRun(
 
 /** Called inside each batch's transaction, so the checkpoint is exactly what was committed. */
 export async function checkpoint(db: Db, id: number, rowid: number, counts: unknown): Promise<void> {
-  await db.query(`UPDATE migration_runs SET checkpoint_rowid = $2, counts = $3::jsonb WHERE id = $1`, [
+  await db.query(`UPDATE migration_runs SET checkpoint_rowid = $2, counts = $3::text::jsonb WHERE id = $1`, [
     id,
     rowid,
     JSON.stringify(counts),
@@ -99,7 +99,7 @@ export async function checkpoint(db: Db, id: number, rowid: number, counts: unkn
 
 export async function finishRun(db: Db, id: number, status: RunStatus, counts: unknown, error?: string): Promise<void> {
   await db.query(
-    `UPDATE migration_runs SET status = $2, counts = $3::jsonb, error = $4, finished_at = date_trunc('milliseconds', now()) WHERE id = $1`,
+    `UPDATE migration_runs SET status = $2, counts = $3::text::jsonb, error = $4, finished_at = date_trunc('milliseconds', now()) WHERE id = $1`,
     [id, status, JSON.stringify(counts), error ?? null],
   );
   await sign(db, id);

@@ -159,7 +159,7 @@ export async function writeFragments(
               ARRAY(SELECT jsonb_array_elements_text(x.tags)), x.embedding::vector, x.embedding_model,
               x.agent_type, x.context_tier, x.is_active, x.metadata,
               COALESCE(x.created_at, now()), COALESCE(x.updated_at, x.created_at, now())
-         FROM jsonb_to_recordset($1::jsonb) AS x(id text, category text, priority int, content text, content_hash text,
+         FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, category text, priority int, content text, content_hash text,
               tags jsonb, embedding text, embedding_model text, agent_type text, context_tier text, is_active boolean,
               metadata jsonb, created_at timestamptz, updated_at timestamptz)
        ON CONFLICT (id) DO UPDATE SET
@@ -184,7 +184,7 @@ export async function writeDuplicates(tx: Db, rows: DuplicateRow[]): Promise<voi
   await tx.query(
     `INSERT INTO memory_duplicates (original_id, duplicate_id, user_id, duplicate_hash, similarity_score, dedup_type)
      SELECT x.original_id, x.duplicate_id, x.user_id, x.duplicate_hash, x.similarity_score, x.dedup_type
-       FROM jsonb_to_recordset($1::jsonb) AS x(original_id text, duplicate_id text, user_id text, duplicate_hash text,
+       FROM jsonb_to_recordset($1::text::jsonb) AS x(original_id text, duplicate_id text, user_id text, duplicate_hash text,
             similarity_score float8, dedup_type text)
      ON CONFLICT (duplicate_id, dedup_type) DO NOTHING`,
     [
@@ -206,7 +206,7 @@ export async function writeSkips(tx: Db, rows: { id: string; user: string | null
   if (rows.length === 0) return;
   await tx.query(
     `INSERT INTO migration_skips (source_id, user_id, reason)
-     SELECT x.id, x.user_id, x.reason FROM jsonb_to_recordset($1::jsonb) AS x(id text, user_id text, reason text)
+     SELECT x.id, x.user_id, x.reason FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, user_id text, reason text)
      ON CONFLICT (source_id) DO UPDATE SET user_id = EXCLUDED.user_id, reason = EXCLUDED.reason`,
     [JSON.stringify(rows.map((s) => ({ id: s.id, user_id: s.user, reason: s.reason })))],
   );
