@@ -78,9 +78,13 @@ export function buildProgram(): Command {
     .option('--limit <n>', 'process at most N source rows', parsePositiveInt('--limit'))
     .option('--user <id>', 'only this user (repeatable)', collect, [])
     .option('--shard <K/N>', 'only users with hash(user_id) mod N = K, for N parallel workers', parseShard)
-    .addOption(new Option('--dedup <mode>', 'duplicate detection: exact (always), fuzzy adds word-set Jaccard').choices(['exact', 'fuzzy']).default('exact'))
-    .option('--dedup-threshold <x>', 'fuzzy: Jaccard threshold', parseFraction('--dedup-threshold'), 0.9)
-    .option('--dedup-skip', 'fuzzy: do not store matches (default: store and record them)', false)
+    .addOption(
+      new Option('--dedup <mode>', 'duplicate detection: exact (always), fuzzy adds word-set Jaccard, semantic adds cosine similarity (pgvector)')
+        .choices(['exact', 'fuzzy', 'semantic'])
+        .default('exact'),
+    )
+    .option('--dedup-threshold <x>', 'fuzzy: Jaccard threshold (default 0.9); semantic: cosine similarity (default 0.85)', parseFraction('--dedup-threshold'))
+    .option('--dedup-skip', 'fuzzy/semantic: do not store matches (default: store and record them)', false)
     .option('--batch-size <n>', 'rows per committed batch', parsePositiveInt('--batch-size'), 1000)
     .option('--reject-file <file>', 'JSON Lines file for inputs the embedding API refused (id, user, reason)', 'memory-migrate-rejects.jsonl')
     .option('--report <file>', 'also write the full JSON report to this file');

@@ -291,6 +291,10 @@ async function processBatch(
   }
   await embedInto(opts, needEmbed, result);
 
+  if (opts.dedup.mode === 'semantic' && db && !dryRun) {
+    await semanticDedup(db, opts, toWrite, duplicates, result);
+  }
+
   const survivors = toWrite;
   if (dryRun || !db) {
     for (const mem of survivors) {
@@ -458,6 +462,77 @@ async function fuzzyDedup(
     pool.set(mem.userId, list);
     keep.push(mem);
   }
+  toWrite.splice(0, toWrite.length, ...keep);
+}
+
+/**
+ * Near-duplicates by meaning, after embedding: cosine similarity (pgvector, 1 - (a <=> b))
+ * of each new vector to the user's stored rows and to the rows before it in this batch, so
+ * the outcome does not depend on where batches start. The ORDER BY is not an index order, so
+ * the search is exact, never an ivfflat approximation. With skipMatches the later row is not
+ * stored (it was embedded already: the match needs its vector).
+ */
+async function semanticDedup(
+  db: Db,
+  opts: PipelineOptions,
+  toWrite: (MemoryRow & { changedContent: boolean })[],
+  duplicates: DuplicateRow[],
+  result: PipelineResult,
+) {
+  const threshold = opts.dedup.threshold ?? 0.85;
+  const candidates = toWrite.filter((t) => t.changedContent && t.embedding);
+  if (candidates.length === 0) return;
+  const payload = JSON.stringify(
+    candidates.map((c, i) => ({ i, id: c.id, u: c.userId, v: `[${Array.from(c.embedding!).join(',')}]` })),
+  );
+  const rows = await db.query<{ i: number; j: number | null; match_id: string; sim: number }>(
+    `WITH x AS MATERIALIZED (
+       SELECT i, id, u, v::vector AS v FROM jsonb_to_recordset($1::text::jsonb) AS r(i int, id text, u text, v text))
+     SELECT x.i, NULL::int AS j, n.id AS match_id, n.sim
+       FROM x CROSS JOIN LATERAL (
+         SELECT m.id, 1 - (m.embedding <=> x.v) AS sim FROM memories m
+          WHERE m.user_id = x.u AND m.id <> x.id AND m.embedding IS NOT NULL AND 1 - (m.embedding <=> x.v) >= $2
+          ORDER BY 1 - (m.embedding <=> x.v) DESC, m.created_at, m.id
+          LIMIT 1) n
+     UNION ALL
+     SELECT a.i, b.i AS j, b.id AS match_id, 1 - (a.v <=> b.v) AS sim
+       FROM x a JOIN x b ON b.u = a.u AND b.i < a.i
+      WHERE 1 - (a.v <=> b.v) >= $2`,
+    [payload, threshold],
+  );
+  const stored = new Map<number, { id: string; score: number }>();
+  const inBatch = new Map<number, { j: number; id: string; score: number }[]>();
+  for (const r of rows) {
+    const i = Number(r.i);
+    const score = Number(r.sim);
+    if (r.j === null) stored.set(i, { id: r.match_id, score });
+    else inBatch.set(i, [...(inBatch.get(i) ?? []), { j: Number(r.j), id: r.match_id, score }]);
+  }
+  const dropped = new Set<number>();
+  candidates.forEach((mem, i) => {
+    let match = stored.get(i) ?? null;
+    for (const o of (inBatch.get(i) ?? []).sort((a, b) => a.j - b.j)) {
+      // A skipped earlier row is not stored, so it cannot be an original.
+      if (dropped.has(o.j)) continue;
+      if (!match || o.score > match.score) match = { id: o.id, score: o.score };
+    }
+    if (!match) return;
+    duplicates.push({
+      originalId: match.id,
+      duplicateId: mem.id,
+      userId: mem.userId,
+      duplicateHash: mem.contentHash,
+      similarity: match.score,
+      type: 'semantic',
+    });
+    result.memories.duplicates.semantic++;
+    result.memories.duplicates.total++;
+    userCounts(result, mem.userId).duplicates++;
+    if (opts.dedup.skipMatches) dropped.add(i);
+  });
+  if (dropped.size === 0) return;
+  const drop = new Set([...dropped].map((i) => candidates[i]));
+  const keep = toWrite.filter((t) => !drop.has(t));
   toWrite.splice(0, toWrite.length, ...keep);
 }
 

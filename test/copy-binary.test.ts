@@ -486,6 +486,19 @@ for (const target of targets) {
         ),
         /dimensions/,
       );
+      await assert.rejects(
+        withTimeout(db.copyBinary('no_such_table', ['id', 'v'], bad), 20_000, 'COPY into a missing table'),
+        /no_such_table/,
+      );
+      const badJson = encodeCopyBinary(['int4', 'jsonb'], [[1, '{"not": json}']]);
+      await assert.rejects(
+        withTimeout(
+          db.transaction((tx) => tx.copyBinary('all_types', ['id', 'j'], badJson)),
+          20_000,
+          'COPY with invalid JSON',
+        ),
+        /json/i,
+      );
       // Every pooled connection still works and no transaction was left open.
       for (let i = 0; i < 6; i++) {
         const [r] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM vec3`);

@@ -1,7 +1,8 @@
 // `memory-migrate migrate`: SQLite memory file → Postgres/pgvector, then indexes, then the
 // self-test. Bad input is refused before anything is written; every batch commits with its
 // checkpoint; a re-run converges on the same tables.
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { openSource, type SourceFile } from '../source/sqlite-source.js';
 import type { SourceFilter } from '../source/types.js';
 import { installSchema, existingTables } from '../target/schema.js';
@@ -83,7 +84,9 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
 
     if (dryRun) {
       // A dry run reads the target when it exists (to tell unchanged from new) and writes nothing.
-      if (targetExists(target)) {
+      // An existing but empty PGlite directory is not a database yet: opening it would initdb.
+      const pgliteEmpty = target.pgliteDir !== undefined && !existsSync(join(target.pgliteDir, 'PG_VERSION'));
+      if (targetExists(target) && !pgliteEmpty) {
         db = await openTarget(target);
         if ((await existingTables(db, ['memories'])).length === 0) {
           await db.close();
@@ -214,6 +217,9 @@ function ledgerOptions(f: MigrateFlags): Record<string, unknown> {
     users: f.user ?? [],
     shard: f.shard ? `${f.shard.index}/${f.shard.count}` : null,
     dedup: f.dedup ?? 'exact',
+    dedupThreshold: f.dedupThreshold ?? null,
+    dedupSkip: f.dedupSkip ?? false,
+    batchSize: f.batchSize ?? 1000,
     forceRecreate: f.forceRecreate ?? false,
   };
 }

@@ -143,8 +143,25 @@ function wrapPostgres(sql: Sql | TxSql, description: string): Db {
     },
     async copyBinary(table: string, columns: string[], data: Uint8Array) {
       const cols = columns.map(quoteIdent).join(', ');
-      const stream = await sql.unsafe(`COPY ${table} (${cols}) FROM STDIN WITH (FORMAT binary)`).writable();
+      const query = sql.unsafe(`COPY ${table} (${cols}) FROM STDIN WITH (FORMAT binary)`);
+      // postgres.js 3.4.x never settles the writable when the server rejects the data
+      // (porsager/postgres#1173): 'finish' never fires, no 'error' is emitted, and inside
+      // sql.begin() the transaction then hangs forever (no ROLLBACK, connection leaked). The
+      // server's error only reaches query.reject(), a no-op by then because the query has
+      // already resolved to the stream. Intercept it there.
+      let settle: ((err: unknown) => void) | undefined;
+      let serverError: unknown;
+      const q = query as unknown as { reject: (err: unknown) => void };
+      const reject0 = q.reject;
+      q.reject = (err: unknown) => {
+        serverError ??= err;
+        settle?.(err);
+        reject0(err);
+      };
+      const stream = await query.writable();
       await new Promise<void>((resolve, reject) => {
+        settle = reject;
+        if (serverError !== undefined) return reject(serverError);
         stream.on('error', reject);
         stream.on('finish', () => resolve());
         stream.end(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
