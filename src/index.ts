@@ -2,6 +2,8 @@
 // CLI is made of, for programmatic migrations.
 export * from './store/types.js';
 export { PostgresMemoryStore } from './store/postgres-store.js';
+export { openMemoryStore, resolveMemoryType, type MemoryBackend, type OpenMemoryStoreOptions } from './store/index.js';
+export { SqliteMemoryStore, type SqliteStoreOptions } from './store/sqlite-store.js';
 export { openDb, type Db, type TargetOptions } from './target/connection.js';
 export { installSchema } from './target/schema.js';
 export { migrate, type MigrateFlags } from './commands/migrate.js';

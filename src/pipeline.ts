@@ -57,8 +57,11 @@ export interface PipelineResult {
   invalidStored: number;
   skippedRows: SkippedRow[];
   lastRowid: number | null;
-  /** Texts a dry run would send to the API (after dedup, reuse and unchanged rows). */
-  pendingEmbeds: EmbedInput[];
+  /**
+   * Texts a dry run would send to the API (after dedup, reuse and unchanged rows), grouped
+   * as the real run would group them: one group per embedding call.
+   */
+  pendingEmbeds: EmbedInput[][];
 }
 
 export class Interrupted extends Error {
@@ -351,7 +354,7 @@ async function embedInto(
 ) {
   if (items.length === 0) return;
   if (opts.dryRun) {
-    for (const it of items) result.pendingEmbeds.push(it.input);
+    result.pendingEmbeds.push(items.map((it) => it.input));
     return;
   }
   const out = await opts.embeddings.embedTexts(items.map((i) => i.input));
@@ -566,7 +569,7 @@ async function countMissingDefaults(db: Db | null, opts: PipelineOptions, result
     const have = new Set(present.map((p) => p.id));
     missing = defaults.filter((d) => !have.has(d.id));
   }
-  for (const f of missing) result.pendingEmbeds.push({ text: f.content, ref: { id: f.id, user: null } });
+  if (missing.length > 0) result.pendingEmbeds.push(missing.map((f) => ({ text: f.content, ref: { id: f.id, user: null } })));
   return missing.length;
 }
 

@@ -29,6 +29,8 @@ import {
   type TargetFlags,
 } from './shared.js';
 import { createProgress } from '../progress.js';
+import type { EmbeddingService } from '../embed/service.js';
+import type { EmbedInput } from '../embed/types.js';
 
 export interface MigrateFlags extends TargetFlags, EmbedderFlags {
   sqlite: string;
@@ -148,15 +150,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     report.embeddings = { ...report.embeddings, ...service.stats, invalidStored: result.invalidStored };
 
     if (dryRun) {
-      const pf = await service.preflight(result.pendingEmbeds);
-      report.preflight = {
-        textsToEmbed: pf.texts,
-        tokens: pf.tokens,
-        requests: pf.requests,
-        cached: pf.cached,
-        estimatedCostUsd: pf.estimatedCostUsd,
-        etaSeconds: pf.etaSeconds,
-      };
+      report.preflight = await preflight(service, result.pendingEmbeds);
     } else if (db) {
       const indexStarted = Date.now();
       report.indexes = await buildVectorIndexes(db, provider.dimensions, (l) => out.info(l));
@@ -200,6 +194,28 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     await db?.close().catch(() => {});
     source.close();
   }
+}
+
+/**
+ * Sums the service's preflight over the embedding calls the real run would make. A text
+ * already planned in an earlier call would be a cache hit by then, so it is counted as cached.
+ */
+async function preflight(service: EmbeddingService, groups: EmbedInput[][]): Promise<NonNullable<MigrationReport['preflight']>> {
+  const seen = new Set<string>();
+  const total = { textsToEmbed: 0, tokens: 0, requests: 0, cached: 0, estimatedCostUsd: 0, etaSeconds: 0 };
+  for (const group of groups) {
+    const fresh = group.filter((g) => !seen.has(service.keyFor(g.text)));
+    total.cached += group.length - fresh.length;
+    const pf = await service.preflight(fresh);
+    for (const g of fresh) seen.add(service.keyFor(g.text));
+    total.textsToEmbed += pf.texts;
+    total.tokens += pf.tokens;
+    total.requests += pf.requests;
+    total.cached += pf.cached;
+    total.estimatedCostUsd += pf.estimatedCostUsd;
+    total.etaSeconds += pf.etaSeconds;
+  }
+  return total;
 }
 
 function countsOf(r: MigrationReport) {

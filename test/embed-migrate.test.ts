@@ -1,0 +1,136 @@
+// The embedding pipeline seen from a whole migration: the real CLI, the real openai client,
+// and a local OpenAI-compatible server that counts requests and injects faults.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { testTargets } from './helpers/targets.js';
+import { runCli, targetArgs, parseJson } from './helpers/cli.js';
+import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.js';
+import { makeFixture } from '../scripts/make-fixture.js';
+import { openDb, type Db, type TargetOptions } from '../src/target/connection.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mm-embed-migrate-'));
+const fixturePath = join(dir, 'memory.db');
+let api: FakeOpenAI;
+const KEY = 'sk-embed-test-0123456789';
+
+before(async () => {
+  makeFixture({ out: fixturePath, rows: 120, dims: 1536, encoding: 'mixed', users: 3, seed: 11 });
+  api = await startFakeOpenAI({ apiKey: KEY });
+});
+after(async () => {
+  await api.close();
+});
+
+function env(extra: Record<string, string> = {}) {
+  return { OPENAI_API_KEY: KEY, OPENAI_BASE_URL: api.url, ...extra };
+}
+
+async function dump(t: TargetOptions): Promise<string[]> {
+  const db: Db = await openDb(t);
+  try {
+    const rows = await db.query<{ line: string }>(
+      `SELECT id || '|' || user_id || '|' || content_hash || '|' || embedding::text || '|' || embedding_model AS line FROM memories ORDER BY id`,
+    );
+    return rows.map((r) => r.line);
+  } finally {
+    await db.close();
+  }
+}
+
+const base = (t: TargetOptions) => ['migrate', '--sqlite', fixturePath, ...targetArgs(t), '--model', 'text-embedding-3-small', '--skip-test', '--json', '--max-batch-inputs', '16', '--concurrency', '2'];
+
+for (const target of testTargets()) {
+  describe(`embedding during migrate on ${target.name}`, () => {
+    test('30% 429s with Retry-After and some 500s: same rows as a clean run', async () => {
+      const clean = await target.fresh();
+      api.reset();
+      api.setFaults(undefined);
+      const r1 = await runCli(base(clean), env());
+      assert.equal(r1.code, 0, r1.stderr);
+      const cleanReport = parseJson(r1);
+      assert.equal(cleanReport.embeddings.retries, 0);
+
+      const faulty = await target.fresh();
+      api.reset();
+      api.setFaults((n) => (n % 10 < 3 ? { status: 429, retryAfterMs: 5 } : n % 10 === 5 ? { status: 500 } : undefined));
+      const r2 = await runCli(base(faulty), env());
+      api.setFaults(undefined);
+      assert.equal(r2.code, 0, r2.stderr);
+      const faultyReport = parseJson(r2);
+      assert.ok(faultyReport.embeddings.retries > 0, 'faults were retried');
+      assert.equal(faultyReport.embeddings.requests, api.embeddingRequests.length);
+      assert.equal(faultyReport.memories.migrated, cleanReport.memories.migrated);
+      assert.deepEqual(await dump(faulty), await dump(clean));
+    });
+
+    test('a 401 stops the run after exactly one request, naming OPENAI_API_KEY', async () => {
+      const t = await target.fresh();
+      api.reset();
+      const r = await runCli(base(t), env({ OPENAI_API_KEY: 'sk-wrong-key-999999999' }));
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.equal(api.embeddingRequests.length, 1);
+      assert.match(r.stderr, /OPENAI_API_KEY/);
+      assert.doesNotMatch(r.stderr + r.stdout, /sk-wrong-key-999999999/);
+    });
+
+    test('a poisoned input lands in the reject file; every other row is migrated', async () => {
+      const t = await target.fresh();
+      api.reset();
+      // The fixture's rows are unique texts; poison one by a word only it contains.
+      const poison = 'Ωpoison';
+      const Database = (await import('better-sqlite3')).default;
+      const poisoned = join(dir, `poisoned-${target.name}.db`);
+      const src = new Database(fixturePath, { readonly: true });
+      await src.backup(poisoned);
+      src.close();
+      const w = new Database(poisoned);
+      const victim = w.prepare(`SELECT id, user_id FROM memories WHERE user_id = 'user_2' ORDER BY rowid LIMIT 1 OFFSET 3`).get() as { id: string; user_id: string };
+      w.prepare(`UPDATE memories SET content = content || ' ${poison}' WHERE id = ?`).run(victim.id);
+      w.close();
+      api.setOptions({ poison });
+      const rejectFile = join(dir, `rejects-${target.name}.jsonl`);
+      const r = await runCli(
+        ['migrate', '--sqlite', poisoned, ...targetArgs(t), '--model', 'text-embedding-3-small', '--skip-test', '--json', '--reject-file', rejectFile],
+        env(),
+      );
+      api.setOptions({ poison: undefined });
+      assert.equal(r.code, 0, r.stderr);
+      const rep = parseJson(r);
+      assert.equal(rep.embeddings.rejected, 1);
+      assert.ok(existsSync(rejectFile));
+      const lines = readFileSync(rejectFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      assert.equal(lines.length, 1);
+      assert.equal(lines[0].id, victim.id);
+      assert.equal(lines[0].user, victim.user_id);
+      const db = await openDb(t);
+      try {
+        const [row] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM memories WHERE embedding IS NULL`);
+        assert.equal(Number(row!.n), 1, 'only the rejected row lacks a vector');
+        const [kept] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM memories WHERE id = $1`, [victim.id]);
+        assert.equal(Number(kept!.n), 1, 'the rejected memory itself is kept');
+      } finally {
+        await db.close();
+      }
+    });
+
+    test('dry run prints the cost preflight and sends nothing', async () => {
+      const t = await target.fresh();
+      api.reset();
+      const r = await runCli(['migrate', '--sqlite', fixturePath, ...targetArgs(t), '--model', 'text-embedding-3-small', '--dry-run'], env());
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(api.embeddingRequests.length, 0);
+      assert.match(r.stdout, /Embedding preflight: \d+ texts, \d+ tokens, \d+ requests/);
+      assert.match(r.stdout, /estimated cost \$\d+\.\d{4}/);
+      const j = parseJson(await runCli(['migrate', '--sqlite', fixturePath, ...targetArgs(t), '--model', 'text-embedding-3-small', '--dry-run', '--json', '--max-batch-inputs', '16'], env()));
+      assert.ok(j.preflight.tokens > 0);
+      // A real run then sends exactly the predicted number of requests.
+      api.reset();
+      const real = parseJson(await runCli([...base(t)], env()));
+      assert.equal(real.embeddings.requests, j.preflight.requests);
+      assert.equal(real.embeddings.tokens, j.preflight.tokens);
+    });
+  });
+}
