@@ -289,7 +289,10 @@ async function processBatch(
     }
     needEmbed.push({ target: mem, input: { text: mem.content, ref: { id: mem.id, user: mem.userId } } });
   }
+  const storedFragments = db && fragments.length > 0 ? await fragmentHashes(db, fragments) : new Map<string, string>();
   for (const f of fragments) {
+    // An unchanged fragment keeps its stored vector (the upsert coalesces a NULL embedding).
+    if (storedFragments.get(f.id) === f.contentHash) continue;
     needEmbed.push({ target: fragmentTarget(f), input: { text: f.content, ref: { id: f.id, user: SYSTEM_PROMPTS_USER } } });
   }
   await embedInto(opts, needEmbed, result);
@@ -392,6 +395,14 @@ async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<string, Ex
     });
   }
   return out;
+}
+
+async function fragmentHashes(db: Db, fragments: FragmentRow[]): Promise<Map<string, string>> {
+  const rows = await db.query<{ id: string; content_hash: string }>(
+    `SELECT id, content_hash FROM prompt_fragments WHERE id = ANY($1::text[])`,
+    [fragments.map((f) => f.id)],
+  );
+  return new Map(rows.map((r) => [r.id, r.content_hash.trim()]));
 }
 
 async function lookupDedupOwners(db: Db, mems: MemoryRow[]): Promise<Map<string, string>> {

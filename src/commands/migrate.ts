@@ -1,21 +1,21 @@
 // `memory-migrate migrate`: SQLite memory file → Postgres/pgvector, then indexes, then the
 // self-test. Bad input is refused before anything is written; every batch commits with its
 // checkpoint; a re-run converges on the same tables.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { openSource, type SourceFile } from '../source/sqlite-source.js';
 import type { SourceFilter } from '../source/types.js';
 import { installSchema, existingTables } from '../target/schema.js';
-import { buildVectorIndexes } from '../target/indexes.js';
+import { buildVectorIndexes, INDEX_BUILD_STEPS } from '../target/indexes.js';
 import { acquireRunLock, type RunLock } from '../target/lock.js';
 import { startRun, finishRun, unfinishedRun } from '../target/ledger.js';
 import { runPipeline, Interrupted, type DedupOptions } from '../pipeline.js';
 import { runSelftest } from '../selftest.js';
 import { estimateCostUsd } from '../embed/models.js';
-import { emptyMemoryCounts, formatSummary, type MigrationReport } from '../report.js';
+import { emptyMemoryCounts, formatSummary, MAX_SKIPPED_IN_REPORT, type MigrationReport, type SkippedRow } from '../report.js';
 import type { Db } from '../target/connection.js';
 import type { Output } from '../output.js';
-import { errorMessage, RunError } from '../errors.js';
+import { describeLoadError, errorMessage, oneLine } from '../errors.js';
 import { redact } from '../secrets.js';
 import {
   buildProvider,
@@ -28,7 +28,9 @@ import {
   type EmbedderFlags,
   type TargetFlags,
 } from './shared.js';
-import { createProgress } from '../progress.js';
+import { createProgress, createStepProgress } from '../progress.js';
+import { OpenAIProvider } from '../embed/openai-provider.js';
+import { verifyEmbeddingEndpoint } from '../embed/verify.js';
 import type { EmbeddingService } from '../embed/service.js';
 import type { EmbedInput } from '../embed/types.js';
 
@@ -46,6 +48,8 @@ export interface MigrateFlags extends TargetFlags, EmbedderFlags {
   dedupThreshold?: number;
   dedupSkip?: boolean;
   batchSize?: number;
+  /** --busy-timeout: ms to wait for a writer's lock on the SQLite file. */
+  busyTimeout?: number;
   json?: boolean;
   report?: string;
 }
@@ -58,16 +62,27 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
   const dryRun = flags.dryRun ?? false;
   // Validate everything that can be validated before touching the target.
   const provider = buildProvider(flags);
-  const source = openSource(flags.sqlite);
+  const source = openSource(flags.sqlite, flags.busyTimeout !== undefined ? { busyTimeoutMs: flags.busyTimeout } : {});
   const target = resolveTarget(flags, out);
   const report = emptyReport(flags, provider.model, provider.dimensions, describeTarget(target));
   report.source.layout = source.info.layout;
   report.source.empty = source.info.layout === 'empty';
-  if (report.source.empty) out.info('SQLite database exists but is empty');
+  if (report.source.empty) {
+    const tables = source.info.tables ?? [];
+    out.info(
+      tables.length === 0
+        ? 'SQLite database exists but is empty'
+        : `SQLite database exists but is empty: it has no memories table (tables found: ${tables.join(', ')})`,
+    );
+  }
 
   let db: Db | null = null;
   let lock: RunLock | null = null;
   let runId: number | null = null;
+  let phase: 'setup' | 'load' | 'finish' = 'setup';
+  // Every skipped row, for the --report file (the printed report keeps the first 1,000).
+  const allSkipped: SkippedRow[] = [];
+  const rejectStart = fileSize(flags.rejectFile);
   const controller = new AbortController();
   const onSignal = () => {
     out.error('interrupt received: finishing the current batch, then stopping');
@@ -83,6 +98,18 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
       ...(flags.limit !== undefined ? { limit: flags.limit } : {}),
     };
     const shardLabel = flags.shard ? `${flags.shard.index}/${flags.shard.count}` : null;
+    // Reading the whole table once finds most corruption before the target is touched.
+    const total = source.count(filter);
+    if (!dryRun && provider instanceof OpenAIProvider) {
+      // A bad key, base URL or model fails here, before anything is written.
+      await verifyEmbeddingEndpoint({
+        baseURL: provider.baseURL,
+        apiKey: process.env['OPENAI_API_KEY'] ?? '',
+        model: provider.model,
+        dimensions: provider.dimensions,
+        sendDimensions: provider.sendDimensions,
+      });
+    }
 
     if (dryRun) {
       // A dry run reads the target when it exists (to tell unchanged from new) and writes nothing.
@@ -120,7 +147,8 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     }
 
     const service = buildService(provider, db, dryRun);
-    const progress = createProgress(out, { label: "memories", total: source.count(filter), service, provider: provider as { inflight?: number } });
+    const progress = createProgress(out, { label: 'memories', total, service, provider: provider as { inflight?: number } });
+    phase = 'load';
     const loadStarted = Date.now();
     let result;
     try {
@@ -138,6 +166,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         runId,
         signal: controller.signal,
         onProgress: (p) => progress.update(p.done, p.memories),
+        onSkip: (row) => allSkipped.push(row),
       });
     } finally {
       progress.stop();
@@ -148,12 +177,23 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     report.users = result.users;
     report.skippedRows = result.skippedRows;
     report.embeddings = { ...report.embeddings, ...service.stats, invalidStored: result.invalidStored };
+    phase = 'finish';
 
     if (dryRun) {
       report.preflight = await preflight(service, result.pendingEmbeds);
     } else if (db) {
       const indexStarted = Date.now();
-      report.indexes = await buildVectorIndexes(db, provider.dimensions, (l) => out.info(l));
+      const steps = createStepProgress(out, { label: 'indexes', total: INDEX_BUILD_STEPS });
+      try {
+        report.indexes = await buildVectorIndexes(
+          db,
+          provider.dimensions,
+          (l) => steps.log(l),
+          (s) => (s.state === 'start' ? steps.start(s.name === 'ANALYZE' ? 'ANALYZE' : `building ${s.name}`) : steps.finish()),
+        );
+      } finally {
+        steps.stop();
+      }
       report.timings.indexMs = Date.now() - indexStarted;
       if (!flags.skipTest) {
         const testStarted = Date.now();
@@ -168,10 +208,15 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     report.durationMs = Date.now() - started;
     if (db && runId !== null) await finishRun(db, runId, 'committed', countsOf(report));
     return { report, exitCode: report.ok ? 0 : 1 };
-  } catch (err) {
+  } catch (caught) {
+    // Once rows are being written, a failure says what to fix and that a re-run resumes.
+    const err =
+      caught instanceof Interrupted || dryRun || !db || runId === null || (caught as { exitCode?: number }).exitCode
+        ? caught
+        : describeLoadError(caught, { loading: phase === 'load' });
     report.ok = false;
     report.durationMs = Date.now() - started;
-    report.error = redact(errorMessage(err));
+    report.error = redact(oneLine(errorMessage(err)));
     if (db && runId !== null) {
       const status = err instanceof Interrupted ? 'interrupted' : 'failed';
       await finishRun(db, runId, status, countsOf(report), report.error).catch(() => {});
@@ -183,13 +228,21 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
       );
       return { report, exitCode: EXIT_INTERRUPTED };
     }
-    if (!dryRun && db && !(err as { exitCode?: number }).exitCode) {
-      throw new RunError(`${report.error} — committed batches are kept; fix the cause and run the same command again to resume`);
-    }
+    // With --json the report (ok: false, error) is still the one object printed.
+    if (err !== null && typeof err === 'object') (err as { report?: MigrationReport }).report = report;
     throw err;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    const rejected = readRejects(flags.rejectFile, rejectStart);
+    report.rejectedRows = rejected.slice(0, MAX_SKIPPED_IN_REPORT);
+    if (flags.report) {
+      try {
+        writeReportFile(flags.report, report, allSkipped, rejected);
+      } catch (e) {
+        out.error(`memory-migrate: cannot write the report to ${flags.report}: ${errorMessage(e)}`);
+      }
+    }
     await lock?.release().catch(() => {});
     await db?.close().catch(() => {});
     source.close();
@@ -216,6 +269,42 @@ async function preflight(service: EmbeddingService, groups: EmbedInput[][]): Pro
     total.etaSeconds += pf.etaSeconds;
   }
   return total;
+}
+
+function fileSize(path: string | undefined): number {
+  if (!path) return 0;
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** Rows this run appended to the reject file (JSON Lines: id, user, reason). */
+function readRejects(path: string | undefined, from: number): SkippedRow[] {
+  if (!path || fileSize(path) <= from) return [];
+  const text = readFileSync(path).subarray(from).toString('utf8');
+  const rows: SkippedRow[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const r = JSON.parse(line) as Partial<SkippedRow>;
+      rows.push({ id: String(r.id ?? ''), user: r.user ?? null, reason: String(r.reason ?? '') });
+    } catch {
+      /* a line another process was writing: skip it */
+    }
+  }
+  return rows;
+}
+
+/** The full report: every skipped row and every input the embedding API rejected, redacted. */
+function writeReportFile(path: string, report: MigrationReport, skipped: SkippedRow[], rejected: SkippedRow[]): void {
+  const full: MigrationReport = {
+    ...report,
+    skippedRows: skipped.length >= report.skippedRows.length ? skipped : report.skippedRows,
+    rejectedRows: rejected,
+  };
+  writeFileSync(path, redact(JSON.stringify(full, null, 2)) + '\n');
 }
 
 function countsOf(r: MigrationReport) {
