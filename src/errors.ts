@@ -40,16 +40,19 @@ export function sqlState(err: unknown): string | undefined {
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
-const RESUME = 'the batch in flight was rolled back and every batch before it is committed';
 
 /**
  * A failure while rows are being written, as one line that says what happened, how to fix
  * it, and that running the same command again resumes. Conditions the operator fixes on the
  * server (disk, statement timeout) are exit 2; the rest exit 1.
  */
-export function describeLoadError(err: unknown, message = errorMessage(err)): Error {
+export function describeLoadError(err: unknown, opts: { loading?: boolean } = {}): Error {
   const code = sqlState(err);
-  const msg = oneLine(message);
+  const msg = oneLine(errorMessage(err));
+  const RESUME =
+    opts.loading === false
+      ? 'every loaded row is committed'
+      : 'the batch in flight was rolled back and every batch before it is committed';
   const again = 'then run the same command again to resume';
   if (code === '57014' || /statement timeout/i.test(msg)) {
     return new UsageError(

@@ -74,6 +74,9 @@ interface Existing {
   contentHash: string | null;
   sameMetadata: boolean;
   duplicateOf: string | null;
+  /** The recorded original's stored user and dedup_hash (to tell a stale record). */
+  originalUser: string | null;
+  originalDedupHash: string | null;
 }
 
 export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult> {
@@ -223,15 +226,25 @@ async function processBatch(
   const toWrite: (MemoryRow & { source: SourceRow; changedContent: boolean })[] = [];
   const duplicates: DuplicateRow[] = [];
   const batchKeys = new Map<string, string>();
+  // Dedup keys as they are in the source now: a row of this batch may have been edited since
+  // the target was written, so the target's dedup_hash for it is out of date.
+  const batchHash = new Map(memories.map((x) => [x.id, `${x.userId}\u0000${x.dedupHash}`]));
+  const staleDuplicates: string[] = [];
   for (const mem of memories) {
     const ex = existing.get(mem.id);
     const uc = userCounts(result, mem.userId);
     if (ex?.duplicateOf) {
-      // Recorded as an exact duplicate by an earlier run: still a duplicate.
-      m.duplicates.exact++;
-      m.duplicates.total++;
-      uc.duplicates++;
-      continue;
+      const originalKey = batchHash.get(ex.duplicateOf) ?? `${ex.originalUser}\u0000${ex.originalDedupHash}`;
+      if (originalKey === `${mem.userId}\u0000${mem.dedupHash}`) {
+        // Recorded as an exact duplicate by an earlier run: still a duplicate.
+        m.duplicates.exact++;
+        m.duplicates.total++;
+        uc.duplicates++;
+        continue;
+      }
+      // It or its original was edited since: no longer a duplicate, so it is decided afresh
+      // like a new row (as a clean run of the edited file would).
+      staleDuplicates.push(mem.id);
     }
     if (ex && ex.contentHash !== null) {
       if (ex.contentHash === mem.contentHash && ex.sameMetadata) {
@@ -243,7 +256,10 @@ async function processBatch(
       continue;
     }
     const key = `${mem.userId}\u0000${mem.dedupHash}`;
-    const owner = batchKeys.get(key) ?? keyOwners.get(key) ?? dryRunKeys.get(key);
+    let storedOwner = keyOwners.get(key);
+    // A stored owner edited in this very batch no longer has this key.
+    if (storedOwner !== undefined && (batchHash.get(storedOwner) ?? key) !== key) storedOwner = undefined;
+    const owner = batchKeys.get(key) ?? storedOwner ?? dryRunKeys.get(key);
     if (owner !== undefined && owner !== mem.id) {
       m.duplicates.exact++;
       m.duplicates.total++;
@@ -321,6 +337,12 @@ async function processBatch(
   await db.transaction(async (tx) => {
     const w = await writeMemories(tx, survivors);
     const fw = await writeFragments(tx, fragments);
+    const updatedIds = new Set(w.updatedIds);
+    await restoreUpdatedAt(tx, 'memories', survivors.filter((s) => updatedIds.has(s.id)).map((s) => ({ id: s.id, at: s.updatedAt })));
+    if (fw.updated > 0) await restoreUpdatedAt(tx, 'prompt_fragments', fragments.map((f) => ({ id: f.id, at: f.updatedAt ?? f.createdAt })));
+    if (staleDuplicates.length > 0) {
+      await tx.query(`DELETE FROM memory_duplicates WHERE duplicate_id = ANY($1::text[]) AND dedup_type = 'exact'`, [staleDuplicates]);
+    }
     await writeDuplicates(tx, duplicates);
     await writeSkips(tx, skips);
     // Counts are applied only once the batch commits (below), so the checkpoint carries the
@@ -331,17 +353,39 @@ async function processBatch(
       updated: m.updated + w.updated,
       unchanged: m.unchanged + (survivors.length - w.inserted - w.updated),
     };
-    if (opts.runId !== null) await checkpoint(tx, opts.runId, lastRowid, after);
+    const fragmentsAfter = {
+      ...result.fragments,
+      migrated: result.fragments.migrated + fw.inserted,
+      updated: result.fragments.updated + fw.updated,
+      unchanged: result.fragments.unchanged + fragments.length - fw.inserted - fw.updated,
+    };
+    // Same shape as the counts finishRun records, so a run that never finishes still says
+    // what it committed.
+    if (opts.runId !== null) await checkpoint(tx, opts.runId, lastRowid, { memories: after, fragments: fragmentsAfter });
     m.migrated = after.migrated;
     m.updated = after.updated;
     m.unchanged = after.unchanged;
     const userOf = new Map(survivors.map((s) => [s.id, s.userId]));
     for (const id of w.insertedIds) userCounts(result, userOf.get(id) ?? null).migrated++;
     for (const id of w.updatedIds) userCounts(result, userOf.get(id) ?? null).updated++;
-    result.fragments.migrated += fw.inserted;
-    result.fragments.updated += fw.updated;
-    result.fragments.unchanged += fragments.length - fw.inserted - fw.updated;
+    Object.assign(result.fragments, fragmentsAfter);
   });
+}
+
+/**
+ * The touch trigger (sql/004) sets updated_at = now() when content or metadata change but
+ * updated_at does not. An update by a re-run (source edited, source updated_at unchanged)
+ * must still store the source's updated_at, as a clean run would: set it back.
+ */
+async function restoreUpdatedAt(tx: Db, table: 'memories' | 'prompt_fragments', rows: { id: string; at: Date | null }[]) {
+  const fix = rows.filter((r) => r.at !== null);
+  if (fix.length === 0) return;
+  await tx.query(
+    `UPDATE ${table} t SET updated_at = x.at
+       FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, at timestamptz)
+      WHERE t.id = x.id AND t.updated_at IS DISTINCT FROM x.at`,
+    [JSON.stringify(fix.map((r) => ({ id: r.id, at: r.at!.toISOString() })))],
+  );
 }
 
 function fragmentTarget(f: FragmentRow & { embedding?: Float32Array | null; embeddingModel?: string | null }) {
@@ -379,11 +423,20 @@ async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<string, Ex
   const out = new Map<string, Existing>();
   if (mems.length === 0) return out;
   const payload = JSON.stringify(mems.map((x) => ({ id: x.id, md: x.metadata })));
-  const rows = await db.query<{ id: string; content_hash: string | null; same_md: boolean | null; dup_of: string | null }>(
-    `SELECT x.id, m.content_hash, (m.metadata = x.md) AS same_md, d.original_id AS dup_of
+  const rows = await db.query<{
+    id: string;
+    content_hash: string | null;
+    same_md: boolean | null;
+    dup_of: string | null;
+    orig_user: string | null;
+    orig_hash: string | null;
+  }>(
+    `SELECT x.id, m.content_hash, (m.metadata = x.md) AS same_md, d.original_id AS dup_of,
+            o.user_id AS orig_user, o.dedup_hash AS orig_hash
        FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md jsonb)
        LEFT JOIN memories m ON m.id = x.id
        LEFT JOIN memory_duplicates d ON d.duplicate_id = x.id AND d.dedup_type = 'exact'
+       LEFT JOIN memories o ON o.id = d.original_id
       WHERE m.id IS NOT NULL OR d.original_id IS NOT NULL`,
     [payload],
   );
@@ -392,6 +445,8 @@ async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<string, Ex
       contentHash: r.content_hash ? r.content_hash.trim() : null,
       sameMetadata: r.same_md === true,
       duplicateOf: r.dup_of,
+      originalUser: r.orig_user,
+      originalDedupHash: r.orig_hash ? r.orig_hash.trim() : null,
     });
   }
   return out;

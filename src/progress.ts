@@ -1,5 +1,8 @@
-// Progress for long work. On a terminal: a live cli-progress bar with rows, rate, ETA and the
-// embedding counters. Elsewhere (pipes, CI=true): a plain line every few seconds at most.
+// Progress for long work. On a terminal: a live cli-progress bar with rows done/total, rows/s,
+// ETA, embedding requests in flight, cache hits and retries, and a second bar for the index
+// build. Elsewhere (stdout not a TTY, or CI=true): a plain line every few seconds at most.
+// --quiet shows neither. Bars are drawn on stderr, so stdout keeps only the summary (or the
+// one --json object).
 import cliProgress from 'cli-progress';
 import type { Output } from './output.js';
 import type { MemoryCounts } from './report.js';
@@ -10,7 +13,19 @@ export interface Progress {
   stop(): void;
 }
 
-export interface ProgressSource {
+/** Where and how to draw; the defaults are the real terminal. Tests pass their own. */
+export interface ProgressEnv {
+  /** Draw a live bar (default: isInteractive()). */
+  interactive?: boolean;
+  /** Stream the bar is drawn on (default process.stderr). */
+  stream?: NodeJS.WritableStream;
+  /** Clock (default Date.now). */
+  now?: () => number;
+  /** How often the bar's embedding counters are refreshed between updates, ms (default 500). */
+  refreshMs?: number;
+}
+
+export interface ProgressSource extends ProgressEnv {
   label: string;
   total: number;
   service?: { stats: EmbedStats };
@@ -19,56 +34,159 @@ export interface ProgressSource {
   plainIntervalMs?: number;
 }
 
-export function isInteractive(): boolean {
-  return Boolean(process.stderr.isTTY) && process.env['CI'] !== 'true' && process.env['CI'] !== '1';
+/** The default interval between plain progress lines. */
+export const PLAIN_INTERVAL_MS = 5000;
+
+/** A live bar only when a person is watching: stdout and stderr on a terminal, and not CI. */
+export function isInteractive(env: NodeJS.ProcessEnv = process.env): boolean {
+  const ci = env['CI'];
+  if (ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false') return false;
+  return Boolean(process.stdout.isTTY) && Boolean(process.stderr.isTTY);
+}
+
+function formatSeconds(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return '?';
+  if (s < 60) return `${Math.round(s)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${Math.round(s - m * 60)} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
 export function createProgress(out: Output, src: ProgressSource): Progress {
   if (out.quiet || src.total === 0) return { update() {}, stop() {} };
-  const started = Date.now();
+  const now = src.now ?? Date.now;
+  const started = now();
   const embedFields = () => ({
     inflight: src.provider?.inflight ?? 0,
     cached: src.service?.stats.cached ?? 0,
     retries: src.service?.stats.retries ?? 0,
     requests: src.service?.stats.requests ?? 0,
   });
-  if (isInteractive() && !out.json) {
+  const rateOf = (done: number) => {
+    const secs = (now() - started) / 1000;
+    return secs > 0 ? done / secs : 0;
+  };
+
+  if (src.interactive ?? isInteractive()) {
     const bar = new cliProgress.SingleBar(
       {
-        format: `${src.label} [{bar}] {value}/{total} | {rate} rows/s | ETA {eta_formatted} | requests {requests} in flight {inflight} | cached {cached} | retries {retries}`,
-        stream: process.stderr,
+        format:
+          `${src.label} {bar} {percentage}% | {value}/{total} rows | {rate} rows/s | ETA {eta_formatted} | ` +
+          `requests {requests} ({inflight} in flight) | cache hits {cached} | retries {retries}`,
+        stream: src.stream ?? process.stderr,
         hideCursor: true,
         etaBuffer: 50,
+        barsize: 20,
       },
       cliProgress.Presets.shades_classic,
     );
+    let done = 0;
     bar.start(src.total, 0, { rate: '0', ...embedFields() });
+    // Requests in flight change while a batch is being embedded, between row updates.
+    const timer = setInterval(() => bar.update({ ...embedFields() }), src.refreshMs ?? 500);
+    timer.unref();
     return {
-      update(done) {
-        const secs = (Date.now() - started) / 1000;
-        bar.update(done, { rate: secs > 0 ? Math.round(done / secs).toString() : '0', ...embedFields() });
+      update(d) {
+        done = d;
+        bar.update(done, { rate: Math.round(rateOf(done)).toString(), ...embedFields() });
       },
       stop() {
+        clearInterval(timer);
+        bar.update(done, { rate: Math.round(rateOf(done)).toString(), ...embedFields() });
         bar.stop();
       },
     };
   }
-  const interval = src.plainIntervalMs ?? 5000;
-  let last = 0;
+
+  const interval = src.plainIntervalMs ?? PLAIN_INTERVAL_MS;
+  let last = started;
+  let lastDone = -1;
+  const line = (done: number) => {
+    const rate = rateOf(done);
+    const eta = rate > 0 ? (src.total - done) / rate : NaN;
+    const e = embedFields();
+    out.info(
+      `${src.label}: ${done}/${src.total} rows (${Math.floor((100 * done) / src.total)}%), ${Math.round(rate)} rows/s, ` +
+        `ETA ${done >= src.total ? '0 s' : formatSeconds(eta)}, requests ${e.requests} (in flight ${e.inflight}), ` +
+        `cache hits ${e.cached}, retries ${e.retries}`,
+    );
+    lastDone = done;
+  };
   return {
     update(done) {
-      const now = Date.now();
-      if (now - last < interval && done < src.total) return;
-      last = now;
-      const secs = (now - started) / 1000;
-      const rate = secs > 0 ? done / secs : 0;
-      const eta = rate > 0 ? Math.round((src.total - done) / rate) : 0;
-      const e = embedFields();
-      out.info(
-        `${src.label}: ${done}/${src.total} (${Math.round((100 * done) / src.total)}%), ${Math.round(rate)} rows/s, ETA ${eta} s, ` +
-          `requests ${e.requests}, cached ${e.cached}, retries ${e.retries}`,
-      );
+      const t = now();
+      // At most one line per interval; the last line (100%) always.
+      if (t - last < interval && done < src.total) return;
+      if (done === lastDone) return;
+      last = t;
+      line(done);
     },
     stop() {},
+  };
+}
+
+/** Progress through a few named steps (the index build): a bar with a ticking clock on a
+ * terminal, the step's log lines elsewhere. */
+export interface StepProgress {
+  /** A step begins; `detail` is shown on the bar (and printed when not on a terminal). */
+  start(step: string, detail?: string): void;
+  /** The current step is done. */
+  finish(): void;
+  /** A log line: printed (on a terminal, kept for after the bar). */
+  log(line: string): void;
+  stop(): void;
+}
+
+export function createStepProgress(out: Output, src: ProgressEnv & { label: string; total: number }): StepProgress {
+  if (out.quiet) return { start() {}, finish() {}, log() {}, stop() {} };
+  if (!(src.interactive ?? isInteractive())) {
+    // Not on a terminal the build's own log lines say what is happening.
+    return {
+      start() {},
+      finish() {},
+      log(line) {
+        out.info(line);
+      },
+      stop() {},
+    };
+  }
+  const bar = new cliProgress.SingleBar(
+    {
+      format: `${src.label} {bar} {value}/{total} | {step} | {duration_formatted}`,
+      stream: src.stream ?? process.stderr,
+      hideCursor: true,
+      barsize: 20,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  const held: string[] = [];
+  let value = 0;
+  let started = false;
+  const ensure = () => {
+    if (!started) {
+      bar.start(src.total, 0, { step: 'starting' });
+      started = true;
+    }
+  };
+  return {
+    start(step, detail) {
+      ensure();
+      bar.update(value, { step: `${step}${detail ? ` (${detail})` : ''}` });
+    },
+    finish() {
+      ensure();
+      value = Math.min(src.total, value + 1);
+      bar.update(value, {});
+    },
+    log(line) {
+      held.push(line);
+    },
+    stop() {
+      if (started) {
+        bar.update(value, { step: 'done' });
+        bar.stop();
+      }
+      for (const l of held) out.info(l);
+    },
   };
 }

@@ -49,6 +49,8 @@ export interface MigrationReport {
   backupSchema: string | null;
   selftest: { ran: boolean; passed: boolean; checks: SelftestCheck[] };
   skippedRows: SkippedRow[];
+  /** Inputs the embedding API refused (kept without a vector): this run's lines of --reject-file. */
+  rejectedRows?: SkippedRow[];
   preflight?: {
     textsToEmbed: number;
     tokens: number;
@@ -89,14 +91,23 @@ export function formatSummary(r: MigrationReport): string {
   const lines: string[] = [];
   const m = r.memories;
   const f = r.fragments;
-  const head = ['table', 'read', 'migrated', 'updated', 'unchanged', 'duplicates', 'skipped', 'errors'];
-  const widths = [18, 8, 9, 8, 10, 11, 8, 7];
-  const row = (cells: (string | number)[]) => cells.map((c, i) => pad(c, widths[i]!, i === 0)).join(' ');
+  const head = ['table', 'read', 'migrated', 'updated', 'unchanged', 'duplicates', 'skipped', 'errors', 'time'];
+  const widths = [18, 8, 9, 8, 10, 11, 8, 7, 9];
+  const row = (cells: (string | number)[]) => cells.map((c, i) => pad(c, widths[i]!, i === 0)).join(' ').trimEnd();
+  const rule = widths.map((w) => '-'.repeat(w)).join(' ');
+  const t = r.timings;
   lines.push(row(head));
-  lines.push(widths.map((w) => '-'.repeat(w)).join(' '));
-  lines.push(row(['memories', m.read, m.migrated, m.updated, m.unchanged, m.duplicates.total, m.skipped, m.errors]));
-  lines.push(row(['prompt_fragments', f.read, f.migrated + f.defaults, f.updated, f.unchanged, 0, 0, 0]));
-  lines.push(row(['memory_duplicates', '', m.duplicates.total, '', '', '', '', '']));
+  lines.push(rule);
+  // Memories and fragments load in the same batches: the load time is on the memories line.
+  lines.push(row(['memories', m.read, m.migrated, m.updated, m.unchanged, m.duplicates.total, m.skipped, m.errors, secs(t.loadMs)]));
+  lines.push(row(['prompt_fragments', f.read, f.migrated + f.defaults, f.updated, f.unchanged, 0, 0, 0, '']));
+  lines.push(row(['memory_duplicates', '', m.duplicates.total, '', '', '', '', '', '']));
+  lines.push(rule);
+  if (!r.dryRun) {
+    lines.push(row(['vector indexes', '', '', '', '', '', '', '', secs(t.indexMs)]));
+    lines.push(row(['self-test', '', '', '', '', '', '', '', r.selftest.ran ? secs(t.selftestMs) : 'skipped']));
+  }
+  lines.push(row(['total', '', '', '', '', '', '', m.errors, secs(r.durationMs)]));
   lines.push('');
   const e = r.embeddings;
   lines.push(
@@ -120,6 +131,12 @@ export function formatSummary(r: MigrationReport): string {
   } else {
     lines.push('self-test skipped');
   }
+  const rejected = r.rejectedRows?.length ?? 0;
+  if (rejected > 0) lines.push(`inputs the embedding API rejected (stored without a vector): ${rejected}, see --reject-file and --report`);
   lines.push(`duration: ${(r.durationMs / 1000).toFixed(1)} s`);
   return lines.join('\n');
+}
+
+function secs(ms: number): string {
+  return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 }

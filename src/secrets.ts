@@ -10,8 +10,14 @@ const URL_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s"]*):([^/?#\s"]*)@/gi;
 
 /** postgres://user:secret@host/db -> postgres://user:***@host/db. Leaves non-URLs alone. */
 export function maskUrl(url: string): string {
-  return url.replace(new RegExp(URL_PASSWORD.source, 'i'), '$1:***@').replace(/([?&]password=)[^&#\s"]*/gi, '$1***');
+  return url
+    .replace(new RegExp(URL_PASSWORD.source, 'i'), '$1:***@')
+    .replace(LOOSE_PASSWORD, '$1:***@')
+    .replace(/([?&]password=)[^&#\s"]*/gi, '$1***');
 }
+
+// user:password@ in something that is not quite a URL ("postgres//u:pw@host", "u:pw@host").
+const LOOSE_PASSWORD = /([^\s:/@"]+):([^\s@/"]+)@/g;
 
 const known = new Set<string>();
 
@@ -31,6 +37,9 @@ export function registerUrlSecrets(url: string | undefined): void {
     } catch {
       /* not percent-encoded */
     }
+  }
+  for (const m of url.matchAll(LOOSE_PASSWORD)) {
+    if (m[2] !== '***') registerSecret(m[2]);
   }
   for (const pw of url.matchAll(/[?&]password=([^&#\s"]+)/gi)) {
     registerSecret(pw[1]);

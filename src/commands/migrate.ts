@@ -219,7 +219,8 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     report.error = redact(oneLine(errorMessage(err)));
     if (db && runId !== null) {
       const status = err instanceof Interrupted ? 'interrupted' : 'failed';
-      await finishRun(db, runId, status, countsOf(report), report.error).catch(() => {});
+      // Stopped mid-load, the report has no counts yet: the last checkpoint's are kept.
+      await finishRun(db, runId, status, phase === 'finish' ? countsOf(report) : {}, report.error).catch(() => {});
     }
     if (err instanceof Interrupted) {
       out.error(

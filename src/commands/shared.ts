@@ -15,6 +15,8 @@ import { RunError } from '../errors.js';
 export interface TargetFlags {
   databaseUrl?: string;
   pgliteDir?: string;
+  /** --connect-timeout, seconds (a real server only). */
+  connectTimeout?: number;
 }
 
 export interface EmbedderFlags {
@@ -32,7 +34,7 @@ export function resolveTarget(flags: TargetFlags, out: Output): TargetOptions {
   const url = flags.databaseUrl ?? process.env['DATABASE_URL'];
   if (url) {
     registerUrlSecrets(url);
-    return { databaseUrl: url };
+    return { databaseUrl: url, ...(flags.connectTimeout !== undefined ? { connectTimeout: flags.connectTimeout } : {}) };
   }
   const dir = flags.pgliteDir ?? DEFAULT_PGLITE_DIR;
   out.info(`No DATABASE_URL: using embedded PostgreSQL (PGlite with pgvector) in ${dir}`);

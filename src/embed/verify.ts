@@ -5,6 +5,8 @@
 // GET {base}/models costs nothing and settles the common case (OpenAI, Ollama, vLLM list their
 // models). Only when the model is not listed (Azure deployments, servers without /models) is
 // one tiny embedding request sent to decide.
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { UsageError } from '../errors.js';
 import { maskUrl, redact } from '../secrets.js';
 
@@ -17,7 +19,6 @@ export interface VerifyOptions {
   sendDimensions: boolean;
   /** Per-request timeout for GET /models (default 15 s); the probe gets 4× that. */
   timeoutMs?: number;
-  fetch?: typeof fetch;
 }
 
 /** 'listed': /models has the model. 'probed': an embedding request worked. 'unverified': the
@@ -27,23 +28,20 @@ export type VerifyResult = 'listed' | 'probed' | 'unverified';
 const OFFLINE_HINT = 'or use --embedder local for an offline trial';
 
 export async function verifyEmbeddingEndpoint(o: VerifyOptions): Promise<VerifyResult> {
-  const doFetch = o.fetch ?? fetch;
   const base = o.baseURL.replace(/\/+$/, '');
   const where = maskUrl(base);
   const timeoutMs = o.timeoutMs ?? 15_000;
-  const headers = { authorization: `Bearer ${o.apiKey}`, 'content-type': 'application/json' };
-
-  const call = async (path: string, init: RequestInit, ms: number) => {
-    let res: Response;
+  const call = async (path: string, init: { method: string; body?: string }, ms: number) => {
+    let res: { status: number; ok: boolean; text: string };
     try {
-      res = await doFetch(`${base}${path}`, { ...init, headers, signal: AbortSignal.timeout(ms) });
+      res = await send(`${base}${path}`, init.method, o.apiKey, init.body, ms);
     } catch (err) {
       const cause = describeFetchError(err, ms);
       throw new UsageError(
         `cannot reach the embedding API at ${where} (${cause}): check OPENAI_BASE_URL (e.g. https://api.openai.com/v1) and the network, ${OFFLINE_HINT}`,
       );
     }
-    const text = await res.text().catch(() => '');
+    const text = res.text;
     let body: any = null;
     try {
       body = text ? JSON.parse(text) : null;
@@ -120,10 +118,43 @@ function sameModel(listed: string, wanted: string): boolean {
   return strip(listed) === strip(wanted);
 }
 
+/**
+ * One request on a connection of its own (no keep-alive): a pooled socket left behind here
+ * could be closed by the server by the time the load's first request picks it up.
+ */
+function send(url: string, method: string, apiKey: string, body: string | undefined, ms: number) {
+  return new Promise<{ status: number; ok: boolean; text: string }>((resolve, reject) => {
+    const u = new URL(url);
+    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(
+      u,
+      {
+        method,
+        agent: false,
+        headers: {
+          authorization: `Bearer ${apiKey}`,
+          accept: 'application/json',
+          ...(body !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } : {}),
+        },
+        signal: AbortSignal.timeout(ms),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const status = res.statusCode ?? 0;
+          resolve({ status, ok: status >= 200 && status < 300, text: Buffer.concat(chunks).toString('utf8') });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 function describeFetchError(err: unknown, ms: number): string {
-  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return `no answer within ${Math.round(ms / 1000)} s`;
-  const code = e?.cause?.code;
-  if (code) return code;
-  return redact(e?.cause?.message ?? e?.message ?? String(err));
+  const e = err as { name?: string; code?: string; message?: string; cause?: { name?: string } };
+  if (e?.name === 'TimeoutError' || e?.name === 'AbortError' || e?.cause?.name === 'TimeoutError') return `no answer within ${Math.round(ms / 1000)} s`;
+  if (e?.code) return e.code;
+  return redact(e?.message ?? String(err));
 }

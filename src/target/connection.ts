@@ -51,7 +51,7 @@ export async function openDb(opts: TargetOptions): Promise<Db> {
     try {
       return await openPostgres(opts.databaseUrl, opts.connectTimeout ?? 10);
     } catch (err) {
-      throw describeConnectError(err, opts.databaseUrl);
+      throw describeConnectError(err, opts.databaseUrl, opts.connectTimeout ?? 10);
     }
   }
   return openPglite(opts.pgliteDir ?? DEFAULT_PGLITE_DIR);
@@ -73,7 +73,7 @@ export function checkDatabaseUrl(url: string): void {
 }
 
 /** Turns a driver's connection failure into one line that names the problem and the fix. */
-export function describeConnectError(err: unknown, url: string): Error {
+export function describeConnectError(err: unknown, url: string, connectTimeout = 10): Error {
   const e = err as { code?: string; message?: string; errno?: string };
   const where = maskUrl(url);
   const msg = redact(e?.message ?? String(err));
@@ -83,9 +83,12 @@ export function describeConnectError(err: unknown, url: string): Error {
     case 'ENETUNREACH':
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
+      return new UsageError(`cannot reach PostgreSQL at ${where} (${e.code}): check the host and port and that the server is running`);
     case 'CONNECT_TIMEOUT':
     case 'ETIMEDOUT':
-      return new UsageError(`cannot reach PostgreSQL at ${where} (${e.code}): check the host and port and that the server is running`);
+      return new UsageError(
+        `cannot reach PostgreSQL at ${where}: no answer within ${connectTimeout} s (--connect-timeout); check the host, port and firewall, and that the server is running`,
+      );
     case '28P01':
     case '28000':
       return new UsageError(`PostgreSQL authentication failed for ${where}: check the user name and password in DATABASE_URL`);
@@ -104,6 +107,43 @@ type Sql = postgres.Sql<{}>;
 type TxSql = postgres.TransactionSql<{}>;
 
 export async function openPostgres(url: string, connectTimeout = 10): Promise<Db> {
+  // postgres.js leaves Nagle's algorithm on, so the small last message of every COPY (and of
+  // any statement that follows a large write) waits ~40 ms for the server's delayed ACK. Its
+  // `socket` option takes a function returning a connected socket: connect here, with
+  // TCP_NODELAY, trying each host of a multi-host URL in turn as postgres.js would.
+  const { Socket } = await import('node:net');
+  type Target = { host: string[]; port: number[]; path?: string | false };
+  const connectNoDelay = (o: Target) =>
+    new Promise<InstanceType<typeof Socket>>((resolve, reject) => {
+      const targets = o.path ? [{ path: o.path, host: o.host[0] ?? '', port: o.port[0] ?? 5432 }] : o.host.map((host, i) => ({ path: '', host, port: o.port[i] ?? o.port[0] ?? 5432 }));
+      let i = 0;
+      const attempt = () => {
+        const t = targets[i]!;
+        const socket = new Socket();
+        socket.setNoDelay(true);
+        const timer = setTimeout(() => {
+          socket.destroy();
+          fail(Object.assign(new Error(`write CONNECT_TIMEOUT ${t.host}:${t.port}`), { code: 'CONNECT_TIMEOUT', errno: 'CONNECT_TIMEOUT', address: t.path || t.host, port: t.port }));
+        }, connectTimeout * 1000);
+        const fail = (err: unknown) => {
+          clearTimeout(timer);
+          socket.removeAllListeners();
+          socket.destroy();
+          if (++i < targets.length) attempt();
+          else reject(err);
+        };
+        socket.once('error', fail);
+        socket.once('connect', () => {
+          clearTimeout(timer);
+          socket.removeListener('error', fail);
+          Object.assign(socket, { host: t.host, port: t.port });
+          resolve(socket);
+        });
+        if (t.path) socket.connect(t.path);
+        else socket.connect(t.port, t.host);
+      };
+      attempt();
+    });
   const sql = postgres(url, {
     max: 4,
     connect_timeout: connectTimeout,
@@ -111,7 +151,8 @@ export async function openPostgres(url: string, connectTimeout = 10): Promise<Db
     // Keep timestamps and json as the server sends them; callers decide how to read them.
     types: {},
     connection: { application_name: 'memory-migrate' },
-  });
+    socket: connectNoDelay,
+  } as postgres.Options<{}>);
   const db = wrapPostgres(sql, `PostgreSQL at ${maskUrl(url)}`);
   // Surface connection problems now, with a clear error, instead of at the first real query.
   await db.query('SELECT 1');

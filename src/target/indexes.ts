@@ -52,16 +52,38 @@ export function ivfflatMemoryBytes(rows: number, lists: number, dims: number, ha
   return (samples + lists * 2) * dims * bytesPerDim + 16 * 1024 * 1024;
 }
 
+/** Where the index build is, for a progress bar: each step starts, then finishes. */
+export interface IndexStep {
+  state: 'start' | 'done';
+  /** 1-based step number out of INDEX_BUILD_STEPS. */
+  step: number;
+  /** Index name, or 'ANALYZE'. */
+  name: string;
+  table?: string;
+  action?: IndexBuild['action'];
+}
+
+/** Steps buildVectorIndexes reports: one per vector index, then ANALYZE. */
+export const INDEX_BUILD_STEPS = 3;
+
 export async function buildVectorIndexes(
   db: Db,
   dims: number,
   log: (line: string) => void = () => {},
+  onStep: (s: IndexStep) => void = () => {},
 ): Promise<IndexBuild[]> {
   const out: IndexBuild[] = [];
+  let step = 0;
   for (const table of ['memories', 'prompt_fragments']) {
-    out.push(await buildOne(db, table, `${table}_embedding_idx`, dims, log));
+    const index = `${table}_embedding_idx`;
+    onStep({ state: 'start', step: ++step, name: index, table });
+    const built = await buildOne(db, table, index, dims, log);
+    out.push(built);
+    onStep({ state: 'done', step, name: index, table, action: built.action });
   }
+  onStep({ state: 'start', step: ++step, name: 'ANALYZE' });
   await db.exec('ANALYZE memories; ANALYZE prompt_fragments; ANALYZE memory_duplicates;');
+  onStep({ state: 'done', step, name: 'ANALYZE' });
   return out;
 }
 

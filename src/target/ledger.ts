@@ -97,9 +97,13 @@ export async function checkpoint(db: Db, id: number, rowid: number, counts: unkn
   await sign(db, id);
 }
 
-export async function finishRun(db: Db, id: number, status: RunStatus, counts: unknown, error?: string): Promise<void> {
+/**
+ * Ends a run. `counts` is merged over the last checkpoint's (top-level keys replace), so a
+ * run that stops mid-load keeps the counts of what it committed.
+ */
+export async function finishRun(db: Db, id: number, status: RunStatus, counts: Record<string, unknown>, error?: string): Promise<void> {
   await db.query(
-    `UPDATE migration_runs SET status = $2, counts = $3::text::jsonb, error = $4, finished_at = date_trunc('milliseconds', now()) WHERE id = $1`,
+    `UPDATE migration_runs SET status = $2, counts = counts || $3::text::jsonb, error = $4, finished_at = date_trunc('milliseconds', now()) WHERE id = $1`,
     [id, status, JSON.stringify(counts), error ?? null],
   );
   await sign(db, id);

@@ -93,7 +93,7 @@ async function runExtensionFile(db: Db, file: { name: string; text: string }) {
   }
 }
 
-function mapSchemaError(err: unknown, file: string): Error {
+export function mapSchemaError(err: unknown, file: string): Error {
   const msg = errorMessage(err);
   const code = (err as { code?: string }).code;
   if (/extension "vector" is not available|could not open extension control file/i.test(msg)) {

@@ -1,0 +1,377 @@
+// `memory-migrate rollback` (also `migrate --rollback`): the way back to SQLite with nothing
+// lost. The SQLite file is copied to <file>.bak-<UTC time> first; then every memory that is in
+// Postgres but not in the file, or that changed in Postgres after the cutover, is written
+// back in the file's own layout (embedding as JSON array text, metadata as JSON text,
+// timestamps in the file's format). Rows the file already has unchanged are not touched, so
+// they stay byte-identical. Postgres is only read. Then the app switches with
+// `export MEMORY_TYPE=sqlite`.
+import Database from 'better-sqlite3';
+import { copyFileSync, existsSync, statSync, constants as fsConstants } from 'node:fs';
+import { openSource, describeSqliteError, DEFAULT_BUSY_TIMEOUT_MS } from '../source/sqlite-source.js';
+import { parseTimestamp } from '../source/timestamps.js';
+import { encodeEmbeddingJson } from '../source/decode-embedding.js';
+import { canonicalJson } from '../target/ledger.js';
+import { parseVectorText } from '../embed/cache.js';
+import { tableDimensions } from '../target/schema.js';
+import {
+  contentText,
+  detectLayout,
+  ensureLayout,
+  fileTimestampFormat,
+  formatTimestamp,
+  parseMetadataValue,
+  sniffTimestampFormat,
+  type SqliteLayout,
+  type TimestampFormat,
+} from '../store/sqlite-store.js';
+import type { Db } from '../target/connection.js';
+import type { Output } from '../output.js';
+import { RunError, UsageError } from '../errors.js';
+import { describeTarget, openTarget, resolveTarget, type TargetFlags } from './shared.js';
+import { lastCommittedRun } from './verify.js';
+
+export const SWITCH_TO_SQLITE = 'export MEMORY_TYPE=sqlite';
+const PAGE = 1000;
+/** Rows listed in the report (the counts are always exact). */
+const MAX_LISTED = 1000;
+
+export interface RollbackFlags extends TargetFlags {
+  sqlite: string;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+export interface RollbackRow {
+  id: string;
+  user: string;
+  action: 'insert' | 'update';
+  /** What differs: new, content, metadata, user_id. */
+  changes: string[];
+}
+
+export interface RollbackReport {
+  ok: boolean;
+  command: 'rollback';
+  dryRun: boolean;
+  source: string;
+  target: string;
+  /** The copy made before writing (null on a dry run). */
+  backup: string | null;
+  /** The copy of the -wal file, when the file had un-checkpointed writes. */
+  backupWal: string | null;
+  /** Memories read from Postgres. */
+  postgres: number;
+  inserted: number;
+  updated: number;
+  unchanged: number;
+  /** Rows that differ but are newer in SQLite than in Postgres: kept as they are. */
+  keptSqliteNewer: number;
+  /** Memories in the file that Postgres does not have (duplicates, skips, deleted after cutover): kept. */
+  onlyInSqlite: number;
+  rows: RollbackRow[];
+  conflicts: { id: string; detail: string }[];
+  timestampFormat: TimestampFormat;
+  warnings: string[];
+  switch: string;
+  durationMs: number;
+}
+
+interface PgRow {
+  id: string;
+  user_id: string;
+  content: string;
+  metadata: string;
+  created_ms: number;
+  updated_ms: number;
+  embedding_model: string | null;
+}
+
+interface LiteRow {
+  rowid: number;
+  user_id: string | null;
+  content: unknown;
+  metadata: unknown;
+  created_at: unknown;
+  updated_at: unknown;
+}
+
+/** <file>.bak-<UTC yyyymmddThhmmssZ>, with -2, -3... if that name is taken. */
+export function backupName(file: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  let name = `${file}.bak-${stamp}`;
+  for (let n = 2; existsSync(name) || existsSync(`${name}-wal`); n++) name = `${file}.bak-${stamp}-${n}`;
+  return name;
+}
+
+/** Metadata as text for the file: a {raw} that held invalid JSON goes back as that text. */
+function metadataText(md: Record<string, unknown>): string {
+  const keys = Object.keys(md);
+  if (keys.length === 1 && keys[0] === 'raw' && typeof md['raw'] === 'string') {
+    try {
+      JSON.parse(md['raw']);
+    } catch {
+      return md['raw'];
+    }
+  }
+  return JSON.stringify(md);
+}
+
+export async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: RollbackReport; exitCode: number }> {
+  const started = Date.now();
+  const dryRun = flags.dryRun ?? false;
+  const path = flags.sqlite;
+  // Checks the file the same way migrate does (exists, is SQLite, readable), without writing.
+  const probe = openSource(path);
+  probe.close();
+  const target = resolveTarget(flags, out);
+  const report: RollbackReport = {
+    ok: false,
+    command: 'rollback',
+    dryRun,
+    source: path,
+    target: describeTarget(target),
+    backup: null,
+    backupWal: null,
+    postgres: 0,
+    inserted: 0,
+    updated: 0,
+    unchanged: 0,
+    keptSqliteNewer: 0,
+    onlyInSqlite: 0,
+    rows: [],
+    conflicts: [],
+    timestampFormat: 'sqlite',
+    warnings: [],
+    switch: SWITCH_TO_SQLITE,
+    durationMs: 0,
+  };
+
+  const db = await openTarget(target);
+  let lite: Database.Database | null = null;
+  let inTransaction = false;
+  try {
+    const dims = await tableDimensions(db, 'memories');
+    if (dims === null) throw new UsageError(`${report.target} has no memories table: there is nothing to roll back`);
+    const run = await lastCommittedRun(db);
+    const fileModel = typeof run?.options['sourceModel'] === 'string' ? (run.options['sourceModel'] as string) : null;
+
+    try {
+      lite = new Database(path, { readonly: dryRun, fileMustExist: true, timeout: DEFAULT_BUSY_TIMEOUT_MS });
+    } catch (err) {
+      throw describeSqliteError(err, path);
+    }
+    if (!dryRun) {
+      // Hold the write lock from the copy to the commit: no other writer can slip in between.
+      const journal = String(lite.pragma('journal_mode', { simple: true })).toLowerCase();
+      if (journal === 'wal') lite.pragma('wal_checkpoint(TRUNCATE)');
+      lite.exec('BEGIN IMMEDIATE');
+      inTransaction = true;
+      const bak = backupName(path);
+      copyFileSync(path, bak, fsConstants.COPYFILE_EXCL);
+      report.backup = bak;
+      const wal = `${path}-wal`;
+      if (existsSync(wal) && statSync(wal).size > 0) {
+        copyFileSync(wal, `${bak}-wal`, fsConstants.COPYFILE_EXCL);
+        report.backupWal = `${bak}-wal`;
+      }
+      out.info(`Backup of ${path}: ${bak}${report.backupWal ? ` (with ${report.backupWal})` : ''}`);
+    }
+
+    const layout: SqliteLayout | null = dryRun ? detectLayout(lite) : ensureLayout(lite);
+    if (layout && !layout.embedding) throw new UsageError(`the memories table in ${path} has no embedding column; it is not the app's layout`);
+    const fileFormat = layout ? fileTimestampFormat(lite, layout) : 'sqlite';
+    report.timestampFormat = fileFormat;
+
+    const L = layout;
+    const findById = L
+      ? lite.prepare(
+          `SELECT rowid, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ${L.metadata ?? 'NULL'} AS metadata, ` +
+            `${L.createdAt ?? 'NULL'} AS created_at, ${L.updatedAt ?? 'NULL'} AS updated_at FROM ${L.table} WHERE ${L.id} = ?`,
+        )
+      : null;
+    const findByRowid = L
+      ? lite.prepare(
+          `SELECT rowid, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ${L.metadata ?? 'NULL'} AS metadata, ` +
+            `${L.createdAt ?? 'NULL'} AS created_at, ${L.updatedAt ?? 'NULL'} AS updated_at FROM ${L.table} WHERE rowid = ? AND ${L.id} IS NULL`,
+        )
+      : null;
+
+    const otherModels = new Map<string, number>();
+    let last = '';
+    for (;;) {
+      const page = await db.query<PgRow>(
+        `SELECT id, user_id, content, metadata::text AS metadata,
+                (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
+                (extract(epoch FROM updated_at) * 1000)::float8 AS updated_ms, embedding_model
+           FROM memories WHERE id > $1 ORDER BY id LIMIT ${PAGE}`,
+        [last],
+      );
+      if (page.length === 0) break;
+      last = page[page.length - 1]!.id;
+      report.postgres += page.length;
+
+      const plan: { pg: PgRow; existing: LiteRow | null; row: RollbackRow; md: Record<string, unknown> }[] = [];
+      for (const pg of page) {
+        const md = JSON.parse(pg.metadata) as Record<string, unknown>;
+        let existing: LiteRow | null = null;
+        if (findById) {
+          existing = (findById.get(pg.id) as LiteRow | undefined) ?? null;
+          const m = /^rowid:(\d+)$/.exec(pg.id);
+          if (!existing && m) existing = (findByRowid!.get(Number(m[1])) as LiteRow | undefined) ?? null;
+        }
+        if (!existing) {
+          plan.push({ pg, existing, md, row: { id: pg.id, user: pg.user_id, action: 'insert', changes: ['new'] } });
+          continue;
+        }
+        const changes: string[] = [];
+        if (contentText(existing.content) !== pg.content) changes.push('content');
+        if (canonicalJson(parseMetadataValue(existing.metadata)) !== canonicalJson(md)) changes.push('metadata');
+        if (existing.user_id !== pg.user_id) changes.push('user_id');
+        if (changes.length === 0) {
+          report.unchanged++;
+          continue;
+        }
+        const liteUpdated = parseTimestamp(existing.updated_at) ?? parseTimestamp(existing.created_at);
+        const pgUpdated = Math.round(Number(pg.updated_ms));
+        if (liteUpdated !== null && pgUpdated <= liteUpdated.getTime()) {
+          report.keptSqliteNewer++;
+          if (report.conflicts.length < MAX_LISTED) {
+            report.conflicts.push({
+              id: pg.id,
+              detail: `${changes.join(', ')} differ but SQLite is as new or newer (${liteUpdated.toISOString()} ≥ ${new Date(pgUpdated).toISOString()}): kept the SQLite row`,
+            });
+          }
+          continue;
+        }
+        plan.push({ pg, existing, md, row: { id: pg.id, user: pg.user_id, action: 'update', changes } });
+      }
+
+      // Vectors only for the rows that are written with new content.
+      const needVec = plan.filter((p) => p.row.action === 'insert' || p.row.changes.includes('content')).map((p) => p.pg.id);
+      const vectors = new Map<string, string | null>();
+      if (needVec.length > 0) {
+        const got = await db.query<{ id: string; vec: string | null; model: string | null }>(
+          `SELECT id, embedding::text AS vec, embedding_model AS model FROM memories WHERE id IN (SELECT jsonb_array_elements_text($1::text::jsonb))`,
+          [JSON.stringify(needVec)],
+        );
+        for (const g of got) {
+          vectors.set(g.id, g.vec === null ? null : encodeEmbeddingJson(parseVectorText(g.vec)));
+          if (g.vec !== null && g.model !== fileModel) otherModels.set(g.model ?? 'unknown', (otherModels.get(g.model ?? 'unknown') ?? 0) + 1);
+        }
+      }
+
+      for (const p of plan) {
+        if (p.row.action === 'insert') report.inserted++;
+        else report.updated++;
+        if (report.rows.length < MAX_LISTED) report.rows.push(p.row);
+        if (dryRun) continue;
+        if (!L) throw new RunError('internal: no layout to write to');
+        if (p.row.action === 'insert') {
+          const cols = [L.id, L.userId, L.content, L.embedding!];
+          const vals: unknown[] = [p.pg.id, p.pg.user_id, p.pg.content, vectors.get(p.pg.id) ?? null];
+          if (L.metadata) {
+            cols.push(L.metadata);
+            vals.push(metadataText(p.md));
+          }
+          if (L.createdAt) {
+            cols.push(L.createdAt);
+            vals.push(formatTimestamp(new Date(Math.round(Number(p.pg.created_ms))), fileFormat));
+          }
+          if (L.updatedAt) {
+            cols.push(L.updatedAt);
+            vals.push(formatTimestamp(new Date(Math.round(Number(p.pg.updated_ms))), fileFormat));
+          }
+          lite.prepare(`INSERT INTO ${L.table} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(...vals);
+          continue;
+        }
+        const ex = p.existing!;
+        const set: string[] = [];
+        const vals: unknown[] = [];
+        if (p.row.changes.includes('content')) {
+          set.push(`${L.content} = ?`, `${L.embedding} = ?`);
+          vals.push(p.pg.content, vectors.get(p.pg.id) ?? null);
+        }
+        if (p.row.changes.includes('metadata') && L.metadata) {
+          set.push(`${L.metadata} = ?`);
+          vals.push(metadataText(p.md));
+        }
+        if (p.row.changes.includes('user_id')) {
+          set.push(`${L.userId} = ?`);
+          vals.push(p.pg.user_id);
+        }
+        if (L.updatedAt) {
+          // In the format this row already uses, else the file's.
+          const fmt = sniffTimestampFormat(ex.updated_at) ?? sniffTimestampFormat(ex.created_at) ?? fileFormat;
+          set.push(`${L.updatedAt} = ?`);
+          vals.push(formatTimestamp(new Date(Math.round(Number(p.pg.updated_ms))), fmt));
+        }
+        lite.prepare(`UPDATE ${L.table} SET ${set.join(', ')} WHERE rowid = ?`).run(...vals, ex.rowid);
+      }
+      if (page.length < PAGE) break;
+    }
+
+    if (L) {
+      // Memories the file has and Postgres does not: duplicates and skips of the migration, and
+      // rows deleted in Postgres after cutover. Rollback never deletes: they stay.
+      const total = Number(
+        lite
+          .prepare(`SELECT count(*) FROM ${L.table} WHERE ${L.userId} IS NOT NULL AND substr(CAST(${L.userId} AS TEXT), 1, 7) <> 'system_'`)
+          .pluck()
+          .get(),
+      );
+      report.onlyInSqlite = Math.max(0, total - (dryRun ? report.unchanged + report.updated + report.keptSqliteNewer : report.postgres));
+    }
+    if (!dryRun) {
+      lite.exec('COMMIT');
+      inTransaction = false;
+    }
+    for (const [m, n] of otherModels) {
+      report.warnings.push(
+        `${n} vector${n === 1 ? '' : 's'} written back ${n === 1 ? 'was' : 'were'} made by ${m}, ` +
+          (fileModel ? `not ${fileModel} (the model of the file's own vectors)` : `and the model of the file's own vectors is unknown (migrate ran without --source-model)`) +
+          `: the app must search with ${m}, or re-embed those rows`,
+      );
+    }
+    report.ok = true;
+  } catch (err) {
+    if (lite && inTransaction) {
+      try {
+        lite.exec('ROLLBACK');
+      } catch {
+        /* the transaction is already gone */
+      }
+      if (report.backup) out.error(`rollback failed; nothing was written to ${path}; the backup ${report.backup} is kept`);
+    }
+    throw err;
+  } finally {
+    lite?.close();
+    await db.close().catch(() => {});
+  }
+  report.durationMs = Date.now() - started;
+  return { report, exitCode: 0 };
+}
+
+export function printRollbackReport(r: RollbackReport, out: Output): void {
+  if (out.json) {
+    out.result(r);
+    return;
+  }
+  const verb = r.dryRun ? 'would write back' : 'wrote back';
+  for (const row of r.rows.slice(0, 50)) {
+    out.info(`  ${r.dryRun ? 'would ' : ''}${row.action} ${row.id} (${row.user})${row.action === 'update' ? `: ${row.changes.join(', ')}` : ''}`);
+  }
+  const listed = Math.min(50, r.rows.length);
+  if (r.inserted + r.updated > listed) out.info(`  … and ${r.inserted + r.updated - listed} more (--json lists up to ${MAX_LISTED})`);
+  for (const c of r.conflicts.slice(0, 20)) out.info(`  kept ${c.id}: ${c.detail}`);
+  out.info(
+    `Rollback${r.dryRun ? ' (dry run: nothing written, no backup made)' : ''}: ${r.postgres} memories in Postgres; ${verb} ` +
+      `${r.inserted} new and ${r.updated} changed to ${r.source}; ${r.unchanged} already identical` +
+      (r.keptSqliteNewer ? `; ${r.keptSqliteNewer} newer in SQLite kept` : '') +
+      (r.onlyInSqlite ? `; ${r.onlyInSqlite} only in SQLite kept` : '') +
+      '. Postgres was not changed.',
+  );
+  for (const w of r.warnings) out.info(`⚠️  ${w}`);
+  if (r.backup) out.info(`Backup: ${r.backup}${r.backupWal ? ` and ${r.backupWal}` : ''}`);
+  if (!r.dryRun) out.info(`Switch the app back to SQLite:\n  ${r.switch}`);
+  else out.info(`After a real rollback, switch the app with: ${r.switch}`);
+}

@@ -1,0 +1,93 @@
+// `memory-migrate search <query> --user <id>`: the operator's spot-check after a migration. It
+// searches through the same PostgresMemoryStore an app uses (so through the ivfflat index,
+// and the search is logged to memory_analytics like any other) and prints the best memories
+// with their cosine similarity. Without embedder flags it uses the embedder the last
+// committed migration recorded, so the query is embedded with the model of the stored vectors.
+import { PostgresMemoryStore } from '../store/postgres-store.js';
+import type { SearchHit } from '../store/types.js';
+import type { Output } from '../output.js';
+import { UsageError } from '../errors.js';
+import { tableDimensions } from '../target/schema.js';
+import {
+  buildProvider,
+  buildService,
+  describeTarget,
+  openTarget,
+  resolveTarget,
+  textEmbedder,
+  type EmbedderFlags,
+  type TargetFlags,
+} from './shared.js';
+import { embedderFromRun, lastCommittedRun } from './verify.js';
+
+export interface SearchFlags extends TargetFlags, EmbedderFlags {
+  query: string;
+  user: string;
+  limit?: number;
+  json?: boolean;
+}
+
+export interface SearchReport {
+  ok: boolean;
+  command: 'search';
+  target: string;
+  query: string;
+  user: string;
+  model: string;
+  dimensions: number;
+  hits: { rank: number; id: string; similarity: number; content: string; metadata: Record<string, unknown>; createdAt: string }[];
+}
+
+export async function search(flags: SearchFlags, out: Output): Promise<{ report: SearchReport; exitCode: number }> {
+  if (flags.query.trim() === '') throw new UsageError('the search query is empty: pass the text to search for');
+  if (flags.user.trim() === '') throw new UsageError('--user is empty: pass the user id whose memories to search');
+  const target = resolveTarget(flags, out);
+  const db = await openTarget(target);
+  try {
+    if ((await tableDimensions(db, 'memories')) === null) {
+      throw new UsageError(`${describeTarget(target)} has no memories table: run memory-migrate migrate first`);
+    }
+    const emb = embedderFromRun(flags, await lastCommittedRun(db));
+    const provider = buildProvider({ ...flags, embedder: emb.embedder, model: emb.model, dimensions: emb.dimensions });
+    if (emb.fromLedger) out.info(`Embedding the query with ${provider.model} (${provider.dimensions} dimensions), as the migration did`);
+    const store = await PostgresMemoryStore.open(db, textEmbedder(buildService(provider, db, false), provider));
+    const hits: SearchHit[] = await store.search(flags.query, flags.user, flags.limit ?? 5);
+    const report: SearchReport = {
+      ok: true,
+      command: 'search',
+      target: describeTarget(target),
+      query: flags.query,
+      user: flags.user,
+      model: provider.model,
+      dimensions: provider.dimensions,
+      hits: hits.map((h, i) => ({
+        rank: i + 1,
+        id: h.id,
+        similarity: h.similarity,
+        content: h.content,
+        metadata: h.metadata,
+        createdAt: h.createdAt.toISOString(),
+      })),
+    };
+    return { report, exitCode: 0 };
+  } finally {
+    await db.close();
+  }
+}
+
+export function printSearchReport(r: SearchReport, out: Output): void {
+  if (out.json) {
+    out.result(r);
+    return;
+  }
+  if (r.hits.length === 0) {
+    out.info(`No memories for user ${r.user} in ${r.target}.`);
+    return;
+  }
+  out.info(`Top ${r.hits.length} memories of ${r.user} for ${JSON.stringify(r.query)} (${r.model}):`);
+  for (const h of r.hits) {
+    const one = h.content.replace(/\s+/g, ' ').trim();
+    const text = one.length > 160 ? `${one.slice(0, 160)}…` : one;
+    out.info(`${String(h.rank).padStart(3)}. ${h.similarity.toFixed(4)}  ${h.id}  ${h.createdAt.slice(0, 10)}  ${text}`);
+  }
+}
