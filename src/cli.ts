@@ -172,7 +172,7 @@ Examples:
   const verifyCmd = program
     .command('verify')
     .description('prove parity: per-user counts, a seeded sample compared field by field, index recall, fragments (exit 3 on any mismatch)')
-    .requiredOption('--sqlite <file>', 'the SQLite memory file that was migrated (opened read-only)');
+    .requiredOption('--sqlite <file>', 'the SQLite memory file that was migrated, opened read-only (required, no default)');
   targetOptions(verifyCmd);
   verifyCmd
     .option('--sample <n>', `rows compared field by field (default ${DEFAULT_SAMPLE})`, parsePositiveInt('--sample'))
@@ -193,7 +193,7 @@ Examples:
   const rollbackCmd = program
     .command('rollback')
     .description('write memories added or changed in Postgres back into the SQLite file (after a backup copy), for MEMORY_TYPE=sqlite')
-    .requiredOption('--sqlite <file>', 'the SQLite memory file to write back into (copied to <file>.bak-<UTC time> first)');
+    .requiredOption('--sqlite <file>', 'the SQLite memory file to write back into, copied to <file>.bak-<UTC time> first (required, no default)');
   targetOptions(rollbackCmd);
   rollbackCmd.option('--dry-run', 'list what would be written back; write nothing, make no backup', false);
   outputOptions(rollbackCmd);
@@ -209,7 +209,7 @@ Examples:
     .command('search')
     .description("spot-check: a user's best memories for a query, with cosine similarity")
     .argument('<query>', 'text to search for')
-    .requiredOption('--user <id>', 'whose memories to search');
+    .requiredOption('--user <id>', 'whose memories to search (required, no default)');
   targetOptions(searchCmd);
   searchCmd
     .option('--limit <k>', 'how many memories (default 5)', parsePositiveInt('--limit'))
@@ -225,6 +225,12 @@ Examples:
     process.exitCode = exitCode;
   });
 
+  // --help lists every flag with its default; a flag without one that must be given says so.
+  for (const cmd of program.commands) {
+    for (const o of cmd.options) {
+      if (o.mandatory && !/\brequired\b/.test(o.description)) o.description += ' (required)';
+    }
+  }
   return program;
 }
 

@@ -94,19 +94,35 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   // Keys of rows this run would have inserted; only a dry run needs them (a real run reads
   // its own committed batches back from the target).
   const dryRunKeys = new Map<string, string>();
+  // A first load (memories and memory_duplicates empty when the run starts) holds only what
+  // this run writes: the per-batch lookups are answered from the keys of the batches it has
+  // committed (kept in dryRunKeys, as a dry run keeps its own), and rows COPY straight into
+  // memories instead of going through the staging upsert.
+  const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
   const seenIdsLower = new Map<string, string>();
   let batch: SourceRow[] = [];
   let done = 0;
 
-  const flush = async () => {
-    if (batch.length === 0) return;
-    await processBatch(opts, batch, result, dryRunKeys);
-    done += batch.length;
-    result.lastRowid = batch[batch.length - 1]!.rowid;
-    batch = [];
+  const flush = async (rows: SourceRow[]) => {
+    if (rows.length === 0) return;
+    await processBatch(opts, rows, result, dryRunKeys, fresh);
+    done += rows.length;
+    result.lastRowid = rows[rows.length - 1]!.rowid;
     opts.onProgress?.({ done, total, memories: result.memories });
   };
 
+  // Batch k is processed and written while the rows of batch k+1 are read and decoded (the
+  // database works on its own meanwhile). Only one batch is in processBatch at a time, so
+  // batches still commit in order and each one sees those before it.
+  let pending: Promise<void> | null = null;
+  const settle = async () => {
+    if (!pending) return;
+    const p = pending;
+    pending = null;
+    await p;
+    if (opts.signal?.aborted) throw new Interrupted(result.lastRowid);
+  };
+  let sinceYield = 0;
   for (const row of source.rows(opts.filter)) {
     const lower = row.id.toLowerCase();
     const clash = seenIdsLower.get(lower);
@@ -114,11 +130,19 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     else seenIdsLower.set(lower, row.id);
     batch.push(row);
     if (batch.length >= opts.batchSize) {
-      await flush();
-      if (opts.signal?.aborted) throw new Interrupted(result.lastRowid);
+      await settle();
+      pending = flush(batch);
+      // Awaited before the next batch starts; until then a failure must not count as unhandled.
+      pending.catch(() => {});
+      batch = [];
+    } else if (++sinceYield >= 50) {
+      // Reading is synchronous: let the batch in flight take its next step now and then.
+      sinceYield = 0;
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
-  await flush();
+  await settle();
+  await flush(batch);
   if (db && !dryRun) {
     result.fragments.defaults = await ensureDefaultFragments(db, opts);
   } else if (dryRun) {
@@ -180,6 +204,7 @@ async function processBatch(
   rows: SourceRow[],
   result: PipelineResult,
   dryRunKeys: Map<string, string>,
+  fresh = false,
 ): Promise<void> {
   const { db, dryRun } = opts;
   const m = result.memories;
@@ -220,8 +245,8 @@ async function processBatch(
   }
 
   // What the target already holds for these ids, and which stored rows share a dedup key.
-  const existing = db ? await lookupExisting(db, memories) : new Map<string, Existing>();
-  const keyOwners = db ? await lookupDedupOwners(db, memories) : new Map<string, string>();
+  const existing = db && !fresh ? await lookupExisting(db, memories) : new Map<string, Existing>();
+  const keyOwners = db && !fresh ? await lookupDedupOwners(db, memories) : new Map<string, string>();
 
   const toWrite: (MemoryRow & { source: SourceRow; changedContent: boolean })[] = [];
   const duplicates: DuplicateRow[] = [];
@@ -335,7 +360,7 @@ async function processBatch(
 
   const lastRowid = rows[rows.length - 1]!.rowid;
   await db.transaction(async (tx) => {
-    const w = await writeMemories(tx, survivors);
+    const w = await writeMemories(tx, survivors, { direct: fresh });
     const fw = await writeFragments(tx, fragments);
     const updatedIds = new Set(w.updatedIds);
     await restoreUpdatedAt(tx, 'memories', survivors.filter((s) => updatedIds.has(s.id)).map((s) => ({ id: s.id, at: s.updatedAt })));
@@ -370,6 +395,16 @@ async function processBatch(
     for (const id of w.updatedIds) userCounts(result, userOf.get(id) ?? null).updated++;
     Object.assign(result.fragments, fragmentsAfter);
   });
+  // Committed: later batches of a first load find their exact-duplicate owners here.
+  if (fresh) for (const s of survivors) if (s.changedContent) dryRunKeys.set(`${s.userId}\u0000${s.dedupHash}`, s.id);
+}
+
+/** True when memories and memory_duplicates hold no row (a first load into this target). */
+async function targetIsEmpty(db: Db): Promise<boolean> {
+  const [r] = await db.query<{ empty: boolean }>(
+    `SELECT NOT EXISTS (SELECT 1 FROM memories) AND NOT EXISTS (SELECT 1 FROM memory_duplicates) AS empty`,
+  );
+  return r?.empty === true;
 }
 
 /**

@@ -92,9 +92,11 @@ describe('progress', () => {
     const stats = { ...emptyEmbedStats(), requests: 12, cached: 5, retries: 2 };
     const provider = { inflight: 3 };
     const p = createProgress(recorder(), { label: 'memories', total: 1000, interactive: true, stream: term, service: { stats }, provider, refreshMs: 20 });
+    // cli-progress draws at most every 100 ms: give each state time to be drawn.
     p.update(500);
+    await sleep(150);
     provider.inflight = 4;
-    await new Promise((r) => setTimeout(r, 120)); // the counters refresh between row updates
+    await sleep(150); // the counters refresh between row updates
     p.update(1000);
     p.stop();
     const text = term.text();
@@ -104,17 +106,20 @@ describe('progress', () => {
     assert.match(text, /100% \| 1000\/1000 rows/);
   });
 
-  test('the index build: its own bar on a terminal, its log lines after it', () => {
+  test('the index build: its own bar on a terminal, its log lines after it', async () => {
     const term = fakeTerminal();
     const out = recorder();
     const s = createStepProgress(out, { label: 'indexes', total: 3, interactive: true, stream: term });
     s.start('building memories_embedding_idx');
     s.log('building ivfflat index memories_embedding_idx on memories: 10 rows');
+    await sleep(150);
     s.finish();
     s.start('ANALYZE');
+    await sleep(150);
     s.finish();
     s.stop();
     assert.match(term.text(), /indexes [█░]+ 0\/3 \| building memories_embedding_idx/);
+    assert.match(term.text(), /indexes [█░]+ 1\/3 \| ANALYZE/);
     assert.match(term.text(), /indexes [█░]+ 2\/3 \| done/);
     assert.deepEqual(out.lines, ['building ivfflat index memories_embedding_idx on memories: 10 rows']);
   });
@@ -147,6 +152,10 @@ describe('progress', () => {
     assert.match(res.stdout, /Migration completed successfully/);
   });
 });
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
 
 function hasScript(): boolean {
   return spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;

@@ -131,7 +131,8 @@ for (const target of testTargets()) {
         edited = ids[0]!.id;
         retagged = ids[1]!.id;
         deleted = ids[2]!.id;
-        const e = await store.add({ id: edited, userId: 'user_2', content: 'Updated after cutover: the customer now orders 4 bags a month.' });
+        const previous = (await store.get(edited))!;
+        const e = await store.add({ id: edited, userId: 'user_2', content: 'Updated after cutover: the customer now orders 4 bags a month.', metadata: previous.metadata });
         assert.equal(e.duplicate, false);
         await db.query(`UPDATE memories SET metadata = metadata || '{"vip": true}'::jsonb WHERE id = $1`, [retagged]);
         assert.equal(await store.delete(deleted), true);

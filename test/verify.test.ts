@@ -78,6 +78,40 @@ for (const target of testTargets()) {
       assert.match(human.stdout, /Parity verified: no mismatches/);
     });
 
+    test('search: the operator spot-check prints the best memories with scores', async () => {
+      const t = await target.fresh();
+      await migrateLocal(t);
+      let id = '';
+      let content = '';
+      await withDb(t, async (db) => {
+        const [row] = await db.query<{ id: string; content: string }>(`SELECT id, content FROM memories WHERE user_id = 'user_1' ORDER BY id LIMIT 1`);
+        id = row!.id;
+        content = row!.content;
+      });
+      // No embedder flags: the query is embedded with the model the ledger recorded.
+      const res = await runCli(['search', content, '--user', 'user_1', '--limit', '3', ...targetArgs(t), '--json']);
+      assert.equal(res.code, 0, res.stderr);
+      const r = parseJson(res);
+      assert.equal(r.ok, true);
+      assert.equal(r.model, 'local-hash-v1');
+      assert.equal(r.hits.length, 3);
+      assert.equal(r.hits[0].id, id);
+      assert.ok(Math.abs(r.hits[0].similarity - 1) < 1e-3, `similarity ${r.hits[0].similarity}`);
+      assert.ok(r.hits[0].similarity >= r.hits[1].similarity && r.hits[1].similarity >= r.hits[2].similarity);
+      assert.deepEqual(r.hits.map((h: any) => h.rank), [1, 2, 3]);
+
+      const human = await runCli(['search', content, '--user', 'user_1', ...targetArgs(t)]);
+      assert.equal(human.code, 0, human.stderr);
+      assert.match(human.stdout, new RegExp(`^  1\\. 1\\.0000  ${id}  \\d{4}-\\d{2}-\\d{2}  `, 'm'));
+      assert.equal(human.stdout.split('\n').filter((l) => /^ +\d+\. [01]\.\d{4}  /.test(l)).length, 5, 'default limit 5');
+
+      const nobody = await runCli(['search', 'anything', '--user', 'user_nobody', ...targetArgs(t)]);
+      assert.equal(nobody.code, 0);
+      assert.match(nobody.stdout, /No memories for user user_nobody/);
+      const bad = await runCli(['search', 'anything', ...targetArgs(t)]);
+      assert.equal(bad.code, 2, 'a missing --user is a usage error');
+    });
+
     test('corrupted content, a corrupted reused vector and a deleted row: exit 3, each named', async () => {
       const t = await target.fresh();
       const api = await startFakeOpenAI();

@@ -123,6 +123,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         }
       }
     } else {
+      out.info(`Source: ${total} rows to read; opening the target and installing the schema`);
       db = await openTarget(target);
       lock = await acquireRunLock(db, shardLabel);
       const install = await installSchema(db, {

@@ -27,7 +27,7 @@ import {
 import type { Db } from '../target/connection.js';
 import type { Output } from '../output.js';
 import { RunError, UsageError } from '../errors.js';
-import { describeTarget, openTarget, resolveTarget, type TargetFlags } from './shared.js';
+import { describeTarget, openTarget, resolveTarget, targetExists, type TargetFlags } from './shared.js';
 import { lastCommittedRun } from './verify.js';
 
 export const SWITCH_TO_SQLITE = 'export MEMORY_TYPE=sqlite';
@@ -146,6 +146,9 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
     durationMs: 0,
   };
 
+  if (!targetExists(target)) {
+    throw new UsageError(`${report.target} does not exist: there is nothing to roll back (pass the --pglite-dir / --database-url the migration used)`);
+  }
   const db = await openTarget(target);
   let lite: Database.Database | null = null;
   let inTransaction = false;
@@ -196,6 +199,12 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
         )
       : null;
 
+    const statements = new Map<string, Database.Statement>();
+    const prepared = (sql: string) => {
+      let st = statements.get(sql);
+      if (!st) statements.set(sql, (st = lite!.prepare(sql)));
+      return st;
+    };
     const otherModels = new Map<string, number>();
     let last = '';
     for (;;) {
@@ -281,7 +290,7 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
             cols.push(L.updatedAt);
             vals.push(formatTimestamp(new Date(Math.round(Number(p.pg.updated_ms))), fileFormat));
           }
-          lite.prepare(`INSERT INTO ${L.table} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(...vals);
+          prepared(`INSERT INTO ${L.table} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(...vals);
           continue;
         }
         const ex = p.existing!;
@@ -305,7 +314,7 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
           set.push(`${L.updatedAt} = ?`);
           vals.push(formatTimestamp(new Date(Math.round(Number(p.pg.updated_ms))), fmt));
         }
-        lite.prepare(`UPDATE ${L.table} SET ${set.join(', ')} WHERE rowid = ?`).run(...vals, ex.rowid);
+        prepared(`UPDATE ${L.table} SET ${set.join(', ')} WHERE rowid = ?`).run(...vals, ex.rowid);
       }
       if (page.length < PAGE) break;
     }

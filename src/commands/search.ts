@@ -14,6 +14,7 @@ import {
   describeTarget,
   openTarget,
   resolveTarget,
+  targetExists,
   textEmbedder,
   type EmbedderFlags,
   type TargetFlags,
@@ -42,6 +43,9 @@ export async function search(flags: SearchFlags, out: Output): Promise<{ report:
   if (flags.query.trim() === '') throw new UsageError('the search query is empty: pass the text to search for');
   if (flags.user.trim() === '') throw new UsageError('--user is empty: pass the user id whose memories to search');
   const target = resolveTarget(flags, out);
+  if (!targetExists(target)) {
+    throw new UsageError(`${describeTarget(target)} does not exist: run memory-migrate migrate first, or pass the --pglite-dir / --database-url it used`);
+  }
   const db = await openTarget(target);
   try {
     if ((await tableDimensions(db, 'memories')) === null) {

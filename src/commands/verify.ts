@@ -17,7 +17,7 @@ import { detectLayout, SQLITE_FRAGMENT_USER } from '../store/sqlite-store.js';
 import type { Db } from '../target/connection.js';
 import type { Output } from '../output.js';
 import { UsageError } from '../errors.js';
-import { describeTarget, openTarget, resolveTarget, type TargetFlags } from './shared.js';
+import { describeTarget, openTarget, resolveTarget, targetExists, type TargetFlags } from './shared.js';
 
 /** Exit code of a verify run that found a mismatch. */
 export const EXIT_MISMATCH = 3;
@@ -228,6 +228,9 @@ export async function verify(flags: VerifyFlags, out: Output): Promise<{ report:
 
   let db: Db | null = null;
   try {
+    if (!targetExists(target)) {
+      throw new UsageError(`${report.target} does not exist: nothing was migrated there (run memory-migrate migrate first, or pass the --pglite-dir / --database-url it used)`);
+    }
     db = await openTarget(target);
     const tableDims = await tableDimensions(db, 'memories');
     if (tableDims === null) {

@@ -76,9 +76,23 @@ export function encodeMemories(rows: MemoryRow[], writer = new BinaryCopyWriter(
   return writer.finish();
 }
 
-export async function writeMemories(tx: Db, rows: MemoryRow[]): Promise<WriteResult> {
+export interface WriteMemoriesOptions {
+  /**
+   * The caller knows none of these ids is in memories (a first load into an empty table):
+   * COPY straight into memories, without the staging table and the upsert. Should an id be
+   * there after all (a concurrent writer), the COPY is rolled back to a savepoint and the
+   * rows go through the staging upsert as usual.
+   */
+  direct?: boolean;
+}
+
+export async function writeMemories(tx: Db, rows: MemoryRow[], options: WriteMemoriesOptions = {}): Promise<WriteResult> {
   const out: WriteResult = { inserted: 0, updated: 0, insertedIds: [], updatedIds: [] };
   if (rows.length === 0) return out;
+  if (options.direct) {
+    const copied = await copyStraightIn(tx, rows);
+    if (copied) return copied;
+  }
   // CREATE … AS … WITH NO DATA copies the column types but not NOT NULL, so NULL timestamps
   // can be staged and defaulted in the INSERT below.
   await tx.exec(
@@ -121,6 +135,26 @@ export async function writeMemories(tx: Db, rows: MemoryRow[]): Promise<WriteRes
     }
   }
   return out;
+}
+
+/** COPY into memories itself; null when an id is already there (nothing written then). */
+async function copyStraightIn(tx: Db, rows: MemoryRow[]): Promise<WriteResult | null> {
+  // The staging path's COALESCE(created_at, now()): the same transaction timestamp, exact
+  // to the microsecond.
+  let now: bigint | null = null;
+  if (rows.some((r) => r.createdAt === null || r.updatedAt === null)) {
+    const [t] = await tx.query<{ us: string }>(`SELECT (extract(epoch FROM now()) * 1000000)::int8::text AS us`);
+    now = BigInt(t!.us);
+  }
+  const filled = now === null ? rows : rows.map((r) => ({ ...r, createdAt: r.createdAt ?? now, updatedAt: r.updatedAt ?? r.createdAt ?? now }));
+  try {
+    await tx.transaction((sp) => sp.copyBinary('memories', MEMORY_COLUMNS.map(([c]) => c), encodeMemories(filled as MemoryRow[])));
+  } catch (err) {
+    if ((err as { code?: string }).code === '23505') return null;
+    throw err;
+  }
+  const ids = rows.map((r) => r.id);
+  return { inserted: ids.length, updated: 0, insertedIds: ids, updatedIds: [] };
 }
 
 function vectorText(v: Float32Array | null | undefined): string | null {

@@ -2,9 +2,33 @@
 // signal, an ordered dump of the migrated tables to compare two targets exactly, and a
 // hand-written EspressoBot-layout file for rows the generated fixture does not pin down.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { openDb, type Db, type TargetOptions } from '../../src/target/connection.js';
 import { CLI, type CliResult } from './cli.js';
+import type { TestTarget } from './targets.js';
+
+let pgliteTemplate: Promise<string> | undefined;
+
+/**
+ * target.fresh(), but a fresh PGlite directory is a copy of one initialised once per test
+ * process (initdb costs seconds per directory; a copy of the empty cluster is the same thing).
+ */
+export async function freshTarget(target: TestTarget): Promise<TargetOptions> {
+  if (target.name !== 'pglite') return target.fresh();
+  pgliteTemplate ??= (async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mm-pglite-template-'));
+    const db = await openDb({ pgliteDir: dir });
+    await db.close();
+    return dir;
+  })();
+  const template = await pgliteTemplate;
+  const dir = mkdtempSync(join(tmpdir(), 'mm-pglite-'));
+  cpSync(template, dir, { recursive: true });
+  return { pgliteDir: dir };
+}
 
 export async function withDb<T>(opts: TargetOptions, fn: (db: Db) => Promise<T>): Promise<T> {
   const db = await openDb(opts);
@@ -95,7 +119,11 @@ export interface TableDump {
  * timestamps, which have no source row) and the ledger, cache and analytics tables.
  */
 export async function dumpTables(opts: TargetOptions): Promise<TableDump> {
-  return withDb(opts, async (db) => {
+  return withDb(opts, dumpDb);
+}
+
+export async function dumpDb(db: Db): Promise<TableDump> {
+  {
     const memories = await db.query(
       `SELECT id, user_id, content, content_hash, dedup_hash, embedding::text AS embedding, embedding_model,
               metadata::text AS metadata, category, importance_score::text AS importance_score, access_count,
@@ -115,7 +143,7 @@ export async function dumpTables(opts: TargetOptions): Promise<TableDump> {
     );
     const skips = await db.query(`SELECT source_id, user_id, reason FROM migration_skips ORDER BY source_id COLLATE "C"`);
     return { memories, duplicates, fragments, skips };
-  });
+  }
 }
 
 /** deepEqual with a short message (the full diff of 300 rows is unreadable). */

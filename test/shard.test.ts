@@ -1,0 +1,135 @@
+// Scale-out and filters: --shard K/N as N workers (concurrent processes on PostgreSQL,
+// one after another on PGlite, which is one process per directory) gives exactly the
+// single-process tables, with the advisory lock per shard; --limit and --user process only
+// what they select, and a full run afterwards converges to the clean-run tables.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { testTargets } from './helpers/targets.js';
+import { runCli, targetArgs, parseJson, type CliResult } from './helpers/cli.js';
+import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.js';
+import { dumpTables, dumpDb, dumpDiff, withDb, count, freshTarget, type TableDump } from './helpers/rerun.js';
+import { makeFixture, type FixtureSummary } from '../scripts/make-fixture.js';
+import { shardOf } from '../src/source/sqlite-source.js';
+import type { TargetOptions } from '../src/target/connection.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mm-shard-'));
+const fixturePath = join(dir, 'memory.db');
+let fixture: FixtureSummary;
+
+before(() => {
+  fixture = makeFixture({ out: fixturePath, rows: 150, dims: 8, users: 5, seed: 23 });
+});
+
+function assertSameTables(got: TableDump, want: TableDump, what: string) {
+  const diff = dumpDiff(got, want);
+  assert.equal(diff, null, `${what}: ${diff}`);
+  assert.ok(want.memories.length > 100 && want.duplicates.length > 0 && want.fragments.length > 7 && want.skips.length > 0);
+}
+
+describe('shards and filters', { concurrency: true }, () => {
+  for (const target of testTargets()) {
+    describe(`on ${target.name}`, { concurrency: 1 }, () => {
+      let api: FakeOpenAI;
+      let reference: TableDump;
+      const env = () => ({ OPENAI_API_KEY: 'sk-test-shard-0001', OPENAI_BASE_URL: api.url });
+      const migrateArgs = (t: TargetOptions, extra: string[] = []) => [
+        'migrate', '--sqlite', fixturePath, ...targetArgs(t), '--model', 'text-embedding-3-small', '--dimensions', '16',
+        '--batch-size', '25', '--skip-test', '--json', ...extra,
+      ];
+      before(async () => {
+        api = await startFakeOpenAI();
+        const t = await freshTarget(target);
+        const res = await runCli(migrateArgs(t), env());
+        assert.equal(res.code, 0, res.stderr);
+        reference = await dumpTables(t);
+      });
+      after(async () => {
+        await api?.close();
+      });
+
+      test('--shard K/N with N=3 gives exactly the single-process tables; the lock is per shard', async () => {
+        const users = Object.keys(fixture.perUser);
+        const shards = [0, 1, 2].map((k) => users.filter((u) => shardOf(u, 3) === k && !u.startsWith('system_')));
+        assert.ok(shards.every((s) => s.length > 0), `every shard has users: ${JSON.stringify(shards)}`);
+
+        const t = await freshTarget(target);
+        let results: CliResult[];
+        if (target.name === 'postgres') {
+          // Three workers at once, slowed down so they overlap; a second worker for shard 0/3
+          // started while the first one holds its lock is refused.
+          let refused: Promise<CliResult> | undefined;
+          api.setFaults((_n, body) => {
+            if (body?.input === undefined) return undefined;
+            if (!refused) refused = runCli(migrateArgs(t, ['--shard', '0/3']), env());
+            return { delayMs: 150 };
+          });
+          results = await Promise.all([0, 1, 2].map((k) => runCli(migrateArgs(t, ['--shard', `${k}/3`]), env())));
+          api.setFaults(undefined);
+          const r = await refused!;
+          assert.equal(r.code, 1, r.stderr);
+          assert.match(r.stderr, /another memory-migrate run for shard 0\/3 is writing to this target/);
+        } else {
+          results = [];
+          for (const k of [0, 1, 2]) results.push(await runCli(migrateArgs(t, ['--shard', `${k}/3`]), env()));
+        }
+        results.forEach((r, k) => {
+          assert.equal(r.code, 0, `shard ${k}: ${r.stderr}`);
+          const rep = parseJson(r);
+          const seen = Object.keys(rep.users).filter((u) => u !== '(null)');
+          assert.deepEqual(seen.filter((u) => !u.startsWith('system_')).sort(), [...shards[k]!].sort(), `users of shard ${k}`);
+          for (const u of seen) assert.equal(shardOf(u, 3), k);
+        });
+        await withDb(t, async (db) => {
+          assertSameTables(await dumpDb(db), reference, 'three shards vs one process');
+          const runs = await db.query<{ shard: string; status: string }>(`SELECT shard, status FROM migration_runs ORDER BY shard`);
+          assert.deepEqual(runs.map((r) => [r.shard, r.status]), [['0/3', 'committed'], ['1/3', 'committed'], ['2/3', 'committed']]);
+        });
+      });
+
+      test('--limit N processes at most N rows; a full run afterwards converges', async () => {
+        const t = await freshTarget(target);
+        const res = await runCli(migrateArgs(t, ['--limit', '40']), env());
+        assert.equal(res.code, 0, res.stderr);
+        const r = parseJson(res);
+        assert.equal(r.memories.read + r.fragments.read, 40);
+        await withDb(t, async (db) => {
+          const stored =
+            (await count(db, 'SELECT count(*) AS n FROM memories')) +
+            (await count(db, 'SELECT count(*) AS n FROM memory_duplicates')) +
+            (await count(db, 'SELECT count(*) AS n FROM migration_skips')) +
+            (await count(db, `SELECT count(*) AS n FROM prompt_fragments WHERE id NOT LIKE 'default:%'`));
+          assert.equal(stored, 40);
+          const [run] = await db.query<{ checkpoint_rowid: number; options: any }>(`SELECT checkpoint_rowid, options FROM migration_runs`);
+          assert.equal(Number(run!.checkpoint_rowid), 40);
+          const o = typeof run!.options === 'string' ? JSON.parse(run!.options) : run!.options;
+          assert.equal(o.limit, 40);
+        });
+        const full = await runCli(migrateArgs(t), env());
+        assert.equal(full.code, 0, full.stderr);
+        assert.equal(parseJson(full).memories.unchanged, r.memories.migrated);
+        assertSameTables(await dumpTables(t), reference, '--limit run, then a full run');
+      });
+
+      test('--user (repeated) processes only those users; a full run afterwards converges', async () => {
+        const t = await freshTarget(target);
+        const res = await runCli(migrateArgs(t, ['--user', 'user_2', '--user', 'user_4']), env());
+        assert.equal(res.code, 0, res.stderr);
+        const r = parseJson(res);
+        assert.deepEqual(Object.keys(r.users).sort(), ['user_2', 'user_4']);
+        assert.equal(r.memories.read, fixture.perUser['user_2']! + fixture.perUser['user_4']!);
+        assert.equal(r.fragments.read, 0, 'system_prompts was not selected');
+        await withDb(t, async (db) => {
+          const rows = await db.query<{ user_id: string }>(`SELECT DISTINCT user_id FROM memories ORDER BY user_id`);
+          assert.deepEqual(rows.map((x) => x.user_id), ['user_2', 'user_4']);
+          assert.equal(await count(db, 'SELECT count(*) AS n FROM memories'), r.memories.migrated);
+        });
+        const full = await runCli(migrateArgs(t), env());
+        assert.equal(full.code, 0, full.stderr);
+        assertSameTables(await dumpTables(t), reference, '--user run, then a full run');
+      });
+    });
+  }
+});
