@@ -94,18 +94,13 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   // Keys of rows this run would have inserted; only a dry run needs them (a real run reads
   // its own committed batches back from the target).
   const dryRunKeys = new Map<string, string>();
-  // A first load (memories and memory_duplicates empty when the run starts) holds only what
-  // this run writes: the per-batch lookups are answered from the keys of the batches it has
-  // committed (kept in dryRunKeys, as a dry run keeps its own), and rows COPY straight into
-  // memories instead of going through the staging upsert.
-  const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
   const seenIdsLower = new Map<string, string>();
   let batch: SourceRow[] = [];
   let done = 0;
 
   const flush = async (rows: SourceRow[]) => {
     if (rows.length === 0) return;
-    await processBatch(opts, rows, result, dryRunKeys, fresh);
+    await processBatch(opts, rows, result, dryRunKeys);
     done += rows.length;
     result.lastRowid = rows[rows.length - 1]!.rowid;
     opts.onProgress?.({ done, total, memories: result.memories });
@@ -204,7 +199,6 @@ async function processBatch(
   rows: SourceRow[],
   result: PipelineResult,
   dryRunKeys: Map<string, string>,
-  fresh = false,
 ): Promise<void> {
   const { db, dryRun } = opts;
   const m = result.memories;
@@ -245,8 +239,8 @@ async function processBatch(
   }
 
   // What the target already holds for these ids, and which stored rows share a dedup key.
-  const existing = db && !fresh ? await lookupExisting(db, memories) : new Map<string, Existing>();
-  const keyOwners = db && !fresh ? await lookupDedupOwners(db, memories) : new Map<string, string>();
+  const existing = db ? await lookupExisting(db, memories) : new Map<string, Existing>();
+  const keyOwners = db ? await lookupDedupOwners(db, memories) : new Map<string, string>();
 
   const toWrite: (MemoryRow & { source: SourceRow; changedContent: boolean })[] = [];
   const duplicates: DuplicateRow[] = [];
@@ -360,7 +354,8 @@ async function processBatch(
 
   const lastRowid = rows[rows.length - 1]!.rowid;
   await db.transaction(async (tx) => {
-    const w = await writeMemories(tx, survivors, { direct: fresh });
+    // None of these ids in memories yet (a first load, or new rows): COPY straight in.
+    const w = await writeMemories(tx, survivors, { direct: survivors.every((x) => existing.get(x.id)?.contentHash == null) });
     const fw = await writeFragments(tx, fragments);
     const updatedIds = new Set(w.updatedIds);
     await restoreUpdatedAt(tx, 'memories', survivors.filter((s) => updatedIds.has(s.id)).map((s) => ({ id: s.id, at: s.updatedAt })));
@@ -395,16 +390,6 @@ async function processBatch(
     for (const id of w.updatedIds) userCounts(result, userOf.get(id) ?? null).updated++;
     Object.assign(result.fragments, fragmentsAfter);
   });
-  // Committed: later batches of a first load find their exact-duplicate owners here.
-  if (fresh) for (const s of survivors) if (s.changedContent) dryRunKeys.set(`${s.userId}\u0000${s.dedupHash}`, s.id);
-}
-
-/** True when memories and memory_duplicates hold no row (a first load into this target). */
-async function targetIsEmpty(db: Db): Promise<boolean> {
-  const [r] = await db.query<{ empty: boolean }>(
-    `SELECT NOT EXISTS (SELECT 1 FROM memories) AND NOT EXISTS (SELECT 1 FROM memory_duplicates) AS empty`,
-  );
-  return r?.empty === true;
 }
 
 /**

@@ -21,9 +21,15 @@ const LOOSE_PASSWORD = /([^\s:/@"]+):([^\s@/"]+)@/g;
 
 const known = new Set<string>();
 
-/** Remember a secret value so redact() removes it wherever it appears. */
+/**
+ * Remember a secret value so redact() removes it wherever it appears. Placeholders are not
+ * secrets: local servers take any key, and OPENAI_API_KEY=local must not turn every "local"
+ * in the output into "***" (short all-lowercase words are ignored; so is anything under 4).
+ */
 export function registerSecret(value: string | undefined | null): void {
-  if (value && value.length >= 4) known.add(value);
+  if (!value || value.length < 4) return;
+  if (value.length < 12 && /^[a-z-]+$/.test(value)) return;
+  known.add(value);
 }
 
 /** Registers the password in a connection URL, if it has one. */
@@ -38,8 +44,11 @@ export function registerUrlSecrets(url: string | undefined): void {
       /* not percent-encoded */
     }
   }
-  for (const m of url.matchAll(LOOSE_PASSWORD)) {
-    if (m[2] !== '***') registerSecret(m[2]);
+  // Only in something URL-like, so "user:name@" in a file path is not taken for a password.
+  if (url.includes('//')) {
+    for (const m of url.matchAll(LOOSE_PASSWORD)) {
+      if (m[2] !== '***') registerSecret(m[2]);
+    }
   }
   for (const pw of url.matchAll(/[?&]password=([^&#\s"]+)/gi)) {
     registerSecret(pw[1]);

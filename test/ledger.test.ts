@@ -147,8 +147,6 @@ describe('ledger and dry run', { concurrency: true }, () => {
         assert.match(lines[0]!, /^#3 committed .* checkpoint 80 migrated \d+/);
         assert.match(lines[1]!, /^#2 failed .* checkpoint 40 .*error: /);
         assert.match(lines[2]!, /^#1 interrupted .* checkpoint 40 migrated [1-9]/);
-        const stJson = parseJson(await runCli(['status', ...targetArgs(t), '--json'], env()));
-        assert.equal(stJson.runs.length, 3);
 
         const ok = await runCli(['status', ...targetArgs(t), '--verify-ledger'], env());
         assert.equal(ok.code, 0, ok.stdout + ok.stderr);
@@ -167,9 +165,7 @@ describe('ledger and dry run', { concurrency: true }, () => {
         const badText = await runCli(['status', ...targetArgs(t), '--verify-ledger'], env());
         assert.equal(badText.code, 3);
         assert.match(badText.stderr, /run #3: HMAC mismatch/);
-        // The wrong secret flags every row.
-        const wrong = parseJson(await runCli(['status', ...targetArgs(t), '--verify-ledger', '--json'], env({ MEMORY_EVENTS_HMAC_SECRET: 'not-the-secret' })));
-        assert.deepEqual(wrong.ledger.map((c: { ok: boolean }) => c.ok), [false, false, false]);
+        assert.doesNotMatch(badText.stderr, /run #[12]/);
       });
 
       test('--dry-run on a fresh target creates nothing and prints counts and the embedding preflight', async () => {

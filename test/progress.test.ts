@@ -4,11 +4,12 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, runCli, parseJson } from './helpers/cli.js';
+import { startFakeOpenAI } from './helpers/fake-openai.js';
 import { createProgress, createStepProgress, isInteractive } from '../src/progress.js';
 import type { Output } from '../src/output.js';
 import { emptyEmbedStats } from '../src/embed/types.js';
@@ -186,20 +187,9 @@ describe('output modes', () => {
     assert.equal(memLine.length, header.length);
   });
 
-  test('--quiet prints nothing on success, and the error on failure', async () => {
-    const dir = tmpDir();
-    const ok = await runCli(['migrate', '--sqlite', source, '--pglite-dir', join(dir, 'pg'), '--embedder', 'local', '--skip-test', '--quiet']);
-    assert.equal(ok.code, 0, ok.stderr);
-    assert.equal(ok.stdout, '');
-    assert.equal(ok.stderr, '');
-    const bad = await runCli(['migrate', '--sqlite', join(dir, 'missing.db'), '--embedder', 'local', '--quiet']);
-    assert.equal(bad.code, 2);
-    assert.equal(bad.stdout, '');
-    assert.match(bad.stderr, /^memory-migrate: source file .* does not exist/);
-  });
-
+  let jsonDir = '';
   test('--json on every command: exactly one JSON object on stdout, logs on stderr', async () => {
-    const dir = tmpDir();
+    const dir = (jsonDir = tmpDir());
     const pg = ['--pglite-dir', join(dir, 'pg')];
     const reportFile = join(dir, 'report.json');
     const runs: [string, string[]][] = [
@@ -207,6 +197,9 @@ describe('output modes', () => {
       ['migrate', ['migrate', '--sqlite', source, ...pg, '--embedder', 'local', '--json', '--report', reportFile]],
       ['selftest', ['selftest', ...pg, '--embedder', 'local', '--json']],
       ['status', ['status', ...pg, '--json']],
+      ['verify', ['verify', '--sqlite', source, ...pg, '--json']],
+      ['search', ['search', 'coffee', '--user', 'user_1', ...pg, '--json']],
+      ['rollback', ['rollback', '--sqlite', source, ...pg, '--dry-run', '--json']],
     ];
     for (const [name, args] of runs) {
       const res = await runCli(args);
@@ -221,6 +214,49 @@ describe('output modes', () => {
     assert.deepEqual(report.skippedRows, [{ id: 'm_null', user: null, reason: 'user_id is NULL' }]);
     assert.deepEqual(report.rejectedRows, []);
     assert.equal(report.memories.migrated, 60);
+  });
+
+  test('--quiet prints nothing on success, and the error on failure', async () => {
+    // A re-run against the target the --json test migrated: quick, and it still prints nothing.
+    const dir = jsonDir;
+    const ok = await runCli(['migrate', '--sqlite', source, '--pglite-dir', join(dir, 'pg'), '--embedder', 'local', '--skip-test', '--quiet']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, '');
+    assert.equal(ok.stderr, '');
+    const bad = await runCli(['migrate', '--sqlite', join(dir, 'missing.db'), '--embedder', 'local', '--quiet']);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.stdout, '');
+    assert.match(bad.stderr, /^memory-migrate: source file .* does not exist/);
+  });
+});
+
+describe('--report', () => {
+  test('lists the inputs the embedding API rejected (id, user, reason) next to the skipped rows', async () => {
+    const api = await startFakeOpenAI({ poison: 'memory 4:' });
+    try {
+      const dir = tmpDir();
+      const reportFile = join(dir, 'report.json');
+      const rejectFile = join(dir, 'rejects.jsonl');
+      // An earlier run's line in the reject file is not this run's.
+      writeFileSync(rejectFile, JSON.stringify({ id: 'old', user: 'u', reason: 'from an earlier run' }) + '\n');
+      const res = await runCli(
+        ['migrate', '--sqlite', source, '--pglite-dir', join(dir, 'pg'), '--skip-test', '--json', '--report', reportFile, '--reject-file', rejectFile],
+        { OPENAI_API_KEY: 'sk-report-test-123456', OPENAI_BASE_URL: api.url },
+      );
+      assert.equal(res.code, 0, res.stderr);
+      const printed = parseJson(res);
+      const full = JSON.parse(readFileSync(reportFile, 'utf8'));
+      for (const r of [printed, full]) {
+        assert.equal(r.embeddings.rejected, 1);
+        assert.equal(r.rejectedRows.length, 1);
+        assert.equal(r.rejectedRows[0].id, 'm4');
+        assert.equal(r.rejectedRows[0].user, 'user_1');
+        assert.match(r.rejectedRows[0].reason, /HTTP 400: .*Invalid input: contains forbidden content/);
+        assert.deepEqual(r.skippedRows, [{ id: 'm_null', user: null, reason: 'user_id is NULL' }]);
+      }
+    } finally {
+      await api.close();
+    }
   });
 });
 

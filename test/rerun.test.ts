@@ -45,7 +45,7 @@ type Hook = (body: any, n: number) => Fault | undefined;
 interface KillPoint {
   name: string;
   /** Arms the kill: a fault hook for the fake server (n = embedding request number) or a watch on the child. */
-  arm(run: () => RunningCli): { fault?: Hook; watch?: (c: RunningCli) => void };
+  arm(run: () => RunningCli, lost: Set<number>): { fault?: Hook; watch?: (c: RunningCli) => void };
   /** Batches are committed when the kill lands (else the tables are still empty). */
   committedBatches: boolean;
   /** The kill may land between an answer and its cache write: that answer is paid again. */
@@ -57,10 +57,11 @@ const killPoints: KillPoint[] = [
     // Schema installed, ledger row written, first batch's embeddings in flight: nothing committed.
     name: 'at the first embedding request',
     committedBatches: false,
-    arm: (run) => ({
+    arm: (run, lost) => ({
       fault: (body, n) => {
         if (n !== 1) return undefined;
         run().child.kill('SIGKILL');
+        lost.add(n);
         return { delayMs: 1500 };
       },
     }),
@@ -69,10 +70,11 @@ const killPoints: KillPoint[] = [
     // Three batches committed, the fourth's embeddings in flight.
     name: 'mid-run, at the 4th embedding request',
     committedBatches: true,
-    arm: (run) => ({
+    arm: (run, lost) => ({
       fault: (body, n) => {
         if (n !== 4) return undefined;
         run().child.kill('SIGKILL');
+        lost.add(n);
         return { delayMs: 1500 };
       },
     }),
@@ -82,7 +84,7 @@ const killPoints: KillPoint[] = [
     name: 'while a batch is being written (20 ms after the 2nd answer)',
     committedBatches: true,
     mayRepay: true,
-    arm: (run) => ({
+    arm: (run, lost) => ({
       fault: (body, n) => {
         if (n === 2) setTimeout(() => run().child.kill('SIGKILL'), 20);
         return undefined;
@@ -93,10 +95,11 @@ const killPoints: KillPoint[] = [
     // Every batch committed; the default prompt fragments are being embedded.
     name: 'after the last batch, while the default fragments are embedded',
     committedBatches: true,
-    arm: (run) => ({
-      fault: (body) => {
+    arm: (run, lost) => ({
+      fault: (body, n) => {
         if (!JSON.stringify(body.input).includes(DEFAULT_TEXT)) return undefined;
         run().child.kill('SIGKILL');
+        lost.add(n);
         return { delayMs: 1500 };
       },
     }),
@@ -116,15 +119,19 @@ describe('re-runs', { concurrency: true }, () => {
   for (const target of testTargets()) {
     describe(`on ${target.name}`, { concurrency: 1 }, () => {
       let api: FakeOpenAI;
+      /** Numbers of the embedding requests a kill cut off: never answered to the client, whatever the server logged. */
+      const lost = new Set<number>();
       const env = () => ({ OPENAI_API_KEY: 'sk-test-rerun-0001', OPENAI_BASE_URL: api.url });
       /** Installs a hook called for each embedding request with its 1-based number (GET /models is not one). */
       const onEmbedding = (hook: Hook | undefined) =>
         api.setFaults(hook ? (_n, body) => (isEmbedding(body) ? hook(body, api.embeddingRequests.length) : undefined) : undefined);
       /** Inputs the server answered (not the request a kill interrupted). */
-      const answeredInputs = () => api.embeddingRequests.filter((r) => r.status === 200).reduce((a, r) => a + r.inputs, 0);
+      const answeredInputs = () =>
+        api.embeddingRequests.filter((r, i) => r.status === 200 && !lost.has(i + 1)).reduce((a, r) => a + r.inputs, 0);
       const run = async (t: TargetOptions, sqlite = fixturePath): Promise<CliResult> => {
         onEmbedding(undefined);
         api.reset();
+        lost.clear();
         return runCli(migrateArgs(t, sqlite), env());
       };
 
@@ -212,8 +219,9 @@ describe('re-runs', { concurrency: true }, () => {
         test(`kill -9 ${point.name}, then the same command completes to the clean-run tables`, async () => {
           const t = await freshTarget(target);
           let running: RunningCli | undefined;
-          const armed = point.arm(() => running!);
+          const armed = point.arm(() => running!, lost);
           api.reset();
+          lost.clear();
           onEmbedding(armed.fault);
           running = startCli(migrateArgs(t), env());
           armed.watch?.(running);
@@ -294,10 +302,12 @@ describe('re-runs', { concurrency: true }, () => {
       test('a second run against the same target exits 1 with a clear message while the first runs', async () => {
         const t = await freshTarget(target);
         let second: Promise<CliResult> | undefined;
+        let secondDone = false;
         api.reset();
+        // The first run's requests are held while the second one starts and gives up.
         onEmbedding((_body, n) => {
-          if (n === 1) second = runCli(migrateArgs(t), env());
-          return { delayMs: 400 };
+          if (n === 1) second = runCli(migrateArgs(t), env()).finally(() => (secondDone = true));
+          return secondDone ? undefined : { delayMs: 1500 };
         });
         const firstRes = await startCli(migrateArgs(t), env()).done;
         onEmbedding(undefined);

@@ -63,6 +63,12 @@ describe('masking functions', () => {
     });
     assert.equal(redact('Argv-Pw-1 Argv-Pw-2 not-an-sk-key-0099 Env-Pw-3'), '*** *** *** ***');
   });
+
+  test('placeholder keys for local servers are not secrets: OPENAI_API_KEY=local leaves "local" alone', () => {
+    registerProcessSecrets(['node', 'cli'], { OPENAI_API_KEY: 'local' });
+    registerSecret('ollama');
+    assert.equal(redact('--embedder local, model local-hash-v1, served by ollama'), '--embedder local, model local-hash-v1, served by ollama');
+  });
 });
 
 /** Every place a failed run can leave text. */

@@ -13,6 +13,8 @@ import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.js';
 import { dumpTables, dumpDb, dumpDiff, withDb, count, freshTarget, type TableDump } from './helpers/rerun.js';
 import { makeFixture, type FixtureSummary } from '../scripts/make-fixture.js';
 import { shardOf } from '../src/source/sqlite-source.js';
+import { lockKey } from '../src/target/lock.js';
+import postgres from 'postgres';
 import type { TargetOptions } from '../src/target/connection.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-shard-'));
@@ -58,19 +60,26 @@ describe('shards and filters', { concurrency: true }, () => {
         const t = await freshTarget(target);
         let results: CliResult[];
         if (target.name === 'postgres') {
-          // Three workers at once, slowed down so they overlap; a second worker for shard 0/3
-          // started while the first one holds its lock is refused.
-          let refused: Promise<CliResult> | undefined;
-          api.setFaults((_n, body) => {
-            if (body?.input === undefined) return undefined;
-            if (!refused) refused = runCli(migrateArgs(t, ['--shard', '0/3']), env());
-            return { delayMs: 150 };
-          });
+          // While another session holds shard 0/3's lock (what a running worker does), a
+          // worker for 0/3 is refused and one for 1/3 is not held up.
+          const hold = postgres(t.databaseUrl!, { max: 1, onnotice: () => {} });
+          try {
+            const [row] = await hold.unsafe('SELECT pg_try_advisory_lock($1) AS ok', [lockKey('0/3')]);
+            assert.equal(row!['ok'], true);
+            const [refused, other] = await Promise.all([
+              runCli(migrateArgs(t, ['--shard', '0/3']), env()),
+              runCli(migrateArgs(t, ['--shard', '1/3', '--limit', '10']), env()),
+            ]);
+            assert.equal(refused.code, 1, refused.stderr);
+            assert.match(refused.stderr, /another memory-migrate run for shard 0\/3 is writing to this target: wait for it to finish/);
+            assert.equal(other.code, 0, other.stderr);
+          } finally {
+            await hold.end();
+          }
+          // The three workers at once, each slowed down a little so that they overlap.
+          api.setFaults((_n, body) => (body?.input === undefined ? undefined : { delayMs: 100 }));
           results = await Promise.all([0, 1, 2].map((k) => runCli(migrateArgs(t, ['--shard', `${k}/3`]), env())));
           api.setFaults(undefined);
-          const r = await refused!;
-          assert.equal(r.code, 1, r.stderr);
-          assert.match(r.stderr, /another memory-migrate run for shard 0\/3 is writing to this target/);
         } else {
           results = [];
           for (const k of [0, 1, 2]) results.push(await runCli(migrateArgs(t, ['--shard', `${k}/3`]), env()));
@@ -84,8 +93,10 @@ describe('shards and filters', { concurrency: true }, () => {
         });
         await withDb(t, async (db) => {
           assertSameTables(await dumpDb(db), reference, 'three shards vs one process');
-          const runs = await db.query<{ shard: string; status: string }>(`SELECT shard, status FROM migration_runs ORDER BY shard`);
-          assert.deepEqual(runs.map((r) => [r.shard, r.status]), [['0/3', 'committed'], ['1/3', 'committed'], ['2/3', 'committed']]);
+          const runs = await db.query<{ shard: string; status: string }>(`SELECT shard, status FROM migration_runs ORDER BY shard, id`);
+          const expected = [['0/3', 'committed'], ['1/3', 'committed'], ['2/3', 'committed']];
+          if (target.name === 'postgres') expected.splice(1, 0, ['1/3', 'committed']); // the --limit 10 worker
+          assert.deepEqual(runs.map((r) => [r.shard, r.status]), expected);
         });
       });
 

@@ -7,7 +7,7 @@ import { openSource, type SourceFile } from '../source/sqlite-source.js';
 import type { SourceFilter } from '../source/types.js';
 import { installSchema, existingTables } from '../target/schema.js';
 import { buildVectorIndexes, INDEX_BUILD_STEPS } from '../target/indexes.js';
-import { acquireRunLock, type RunLock } from '../target/lock.js';
+import { acquireIndexLock, acquireRunLock, type RunLock } from '../target/lock.js';
 import { startRun, finishRun, unfinishedRun } from '../target/ledger.js';
 import { runPipeline, Interrupted, type DedupOptions } from '../pipeline.js';
 import { runSelftest } from '../selftest.js';
@@ -185,6 +185,8 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     } else if (db) {
       const indexStarted = Date.now();
       const steps = createStepProgress(out, { label: 'indexes', total: INDEX_BUILD_STEPS });
+      // Concurrent shards would build the same index at the same time: one at a time.
+      const indexLock = await acquireIndexLock(db, () => out.info('waiting for another run to finish building the vector indexes'));
       try {
         report.indexes = await buildVectorIndexes(
           db,
@@ -194,6 +196,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         );
       } finally {
         steps.stop();
+        await indexLock.release().catch(() => {});
       }
       report.timings.indexMs = Date.now() - indexStarted;
       if (!flags.skipTest) {

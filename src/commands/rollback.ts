@@ -188,13 +188,13 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
     const L = layout;
     const findById = L
       ? lite.prepare(
-          `SELECT rowid, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ${L.metadata ?? 'NULL'} AS metadata, ` +
+          `SELECT rowid AS rowid, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ${L.metadata ?? 'NULL'} AS metadata, ` +
             `${L.createdAt ?? 'NULL'} AS created_at, ${L.updatedAt ?? 'NULL'} AS updated_at FROM ${L.table} WHERE ${L.id} = ?`,
         )
       : null;
     const findByRowid = L
       ? lite.prepare(
-          `SELECT rowid, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ${L.metadata ?? 'NULL'} AS metadata, ` +
+          `SELECT rowid AS rowid, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ${L.metadata ?? 'NULL'} AS metadata, ` +
             `${L.createdAt ?? 'NULL'} AS created_at, ${L.updatedAt ?? 'NULL'} AS updated_at FROM ${L.table} WHERE rowid = ? AND ${L.id} IS NULL`,
         )
       : null;

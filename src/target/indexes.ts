@@ -1,7 +1,7 @@
 // Vector indexes, built after the load (ivfflat on an empty table has no useful centroids
 // and pgvector warns of low recall), sized to the rows actually there, then ANALYZE.
 import type { Db } from './connection.js';
-import { RunError, errorMessage } from '../errors.js';
+import { RunError, errorMessage, oneLine } from '../errors.js';
 
 /** pgvector indexes at most 2,000 dims of vector and 4,000 of halfvec. */
 export const MAX_VECTOR_INDEX_DIMS = 2000;
@@ -43,13 +43,46 @@ export interface IndexBuild {
 }
 
 /**
- * Memory the ivfflat build needs: k-means samples up to 50 rows per list, plus the centers.
- * Estimated generously so the build does not fail half-way.
+ * maintenance_work_mem the ivfflat build needs, in bytes, from pgvector's own check (its
+ * k-means refuses to start with "memory required is N MB"). pgvector 0.8.0 sizes the sample
+ * array for max(10,000, 50 × lists) vectors whatever the row count, plus a few arrays per list
+ * (centers, new centers, sums) and a lists × lists distance matrix; a full table adds a little
+ * more. What the servers asked for (PostgreSQL 15 + pgvector 0.8.0; PGlite 0.5 + pgvector 0.8.7),
+ * against this estimate:
+ *   1536-d vector, 3,000 rows, lists 10 / 100 / 1000: PG15 59 / 62 / 327 MB → estimate 68 / 71 / 358 MB;
+ *   3072-d halfvec, 3,000 rows, lists 10 / 100 / 1000: PG15 60 / 63 / 333 MB → estimate 68 / 72 / 370 MB;
+ *   94,992 rows, lists 94: 3072-d halfvec on PG15 65 MB, 1536-d vector on PGlite 65 MB → estimate 72 / 71 MB.
+ * A server that still asks for more gets one retry with its own figure (see buildOne).
  */
 export function ivfflatMemoryBytes(rows: number, lists: number, dims: number, half: boolean): number {
-  const bytesPerDim = half ? 2 : 4;
-  const samples = Math.min(rows, lists * 50);
-  return (samples + lists * 2) * dims * bytesPerDim + 16 * 1024 * 1024;
+  void rows;
+  const align8 = (n: number) => Math.ceil(n / 8) * 8;
+  const item = align8(8 + dims * (half ? 2 : 4)); // one stored vector / halfvec
+  const floats = align8(8 + dims * 4); // one float4 accumulator
+  const samples = Math.max(10_000, lists * 50);
+  const base = samples * item + lists * (3 * item + 2 * floats + 16) + 4 * lists * lists + 8 * samples;
+  return Math.ceil(base * 1.08) + 4 * 1024 * 1024;
+}
+
+/** What a running index build is doing (PostgreSQL: pg_stat_progress_create_index). */
+export interface IndexProgress {
+  index: string;
+  table: string;
+  /** 'start', then the server's phase (e.g. 'building index: performing k-means'), then 'done'. */
+  phase: string;
+  /** Blocks or tuples done out of total in the current phase, when the server counts them. */
+  done?: number;
+  total?: number;
+  /** "assigning tuples 40%" style text for a progress bar, or ''. */
+  detail: string;
+  elapsedMs: number;
+}
+
+export interface BuildIndexOptions {
+  /** Called at the start and end of each index build and, on PostgreSQL, every `pollMs`. */
+  onProgress?: (p: IndexProgress) => void;
+  /** How often to read pg_stat_progress_create_index (PostgreSQL only; default 1000 ms). */
+  pollMs?: number;
 }
 
 /** Where the index build is, for a progress bar: each step starts, then finishes. */
@@ -71,13 +104,14 @@ export async function buildVectorIndexes(
   dims: number,
   log: (line: string) => void = () => {},
   onStep: (s: IndexStep) => void = () => {},
+  options: BuildIndexOptions = {},
 ): Promise<IndexBuild[]> {
   const out: IndexBuild[] = [];
   let step = 0;
   for (const table of ['memories', 'prompt_fragments']) {
     const index = `${table}_embedding_idx`;
     onStep({ state: 'start', step: ++step, name: index, table });
-    const built = await buildOne(db, table, index, dims, log);
+    const built = await buildOne(db, table, index, dims, log, options);
     out.push(built);
     onStep({ state: 'done', step, name: index, table, action: built.action });
   }
@@ -87,7 +121,14 @@ export async function buildVectorIndexes(
   return out;
 }
 
-async function buildOne(db: Db, table: string, index: string, dims: number, log: (l: string) => void): Promise<IndexBuild> {
+async function buildOne(
+  db: Db,
+  table: string,
+  index: string,
+  dims: number,
+  log: (l: string) => void,
+  options: BuildIndexOptions = {},
+): Promise<IndexBuild> {
   const started = Date.now();
   const [{ n }] = (await db.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM ${table} WHERE embedding IS NOT NULL`,
@@ -119,30 +160,125 @@ async function buildOne(db: Db, table: string, index: string, dims: number, log:
     }
     action = 'rebuilt';
   }
-  const needBytes = ivfflatMemoryBytes(n, lists, dims, half);
-  const needMb = Math.ceil(needBytes / (1024 * 1024));
+  const estimateMb = Math.ceil(ivfflatMemoryBytes(n, lists, dims, half) / (1024 * 1024));
+  const createSql = `CREATE INDEX ${index} ON ${table} USING ivfflat (${indexedExpression(dims)} ${opclass}) WITH (lists = ${lists})`;
   log(`building ivfflat index ${index} on ${table}: ${n} rows, lists=${lists}, ${opclass}`);
-  try {
-    await db.transaction(async (tx) => {
-      const [{ mb }] = (await tx.query<{ mb: number }>(
-        `SELECT (setting::bigint * CASE unit WHEN 'kB' THEN 1 WHEN 'MB' THEN 1024 WHEN '8kB' THEN 8 ELSE 1 END / 1024)::int AS mb
-           FROM pg_settings WHERE name = 'maintenance_work_mem'`,
-      )) as [{ mb: number }];
-      if (mb < needMb) await tx.exec(`SET LOCAL maintenance_work_mem = '${needMb}MB'`);
-      if (action === 'rebuilt') await tx.exec(`DROP INDEX IF EXISTS ${index}`);
-      await tx.exec(
-        `CREATE INDEX ${index} ON ${table} USING ivfflat (${indexedExpression(dims)} ${opclass}) WITH (lists = ${lists})`,
-      );
-    });
-  } catch (err) {
-    const msg = errorMessage(err);
-    if (/memory required|maintenance_work_mem|out of memory/i.test(msg)) {
-      throw new RunError(
-        `building ${index} needs about ${needMb} MB of maintenance_work_mem and the server refused (${msg}): ` +
-          `raise maintenance_work_mem on the server (ALTER SYSTEM SET maintenance_work_mem = '${needMb * 2}MB'), then re-run; the data is loaded and will not be loaded again`,
-      );
+  const report = (phase: string, extra: Partial<IndexProgress> = {}) =>
+    options.onProgress?.({ index, table, phase, detail: '', elapsedMs: Date.now() - started, ...extra });
+  report('start');
+
+  // maintenance_work_mem for this transaction only: the server's setting when it is enough,
+  // else the estimate. A server that still asks for more (another pgvector version) says how
+  // much; one retry with that figure.
+  let serverMb = 0;
+  let askedMb = estimateMb;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await db.transaction(async (tx) => {
+        const [{ mb }] = (await tx.query<{ mb: number }>(
+          `SELECT (setting::bigint * CASE unit WHEN 'kB' THEN 1 WHEN 'MB' THEN 1024 WHEN '8kB' THEN 8 ELSE 1 END / 1024)::int AS mb
+             FROM pg_settings WHERE name = 'maintenance_work_mem'`,
+        )) as [{ mb: number }];
+        serverMb = Number(mb);
+        if (serverMb < askedMb) await tx.exec(`SET LOCAL maintenance_work_mem = '${askedMb}MB'`);
+        if (action === 'rebuilt') await tx.exec(`DROP INDEX IF EXISTS ${index}`);
+        const stop = db.kind === 'postgres' ? await watchProgress(db, tx, options.pollMs ?? 1000, log, report) : null;
+        try {
+          await tx.exec(createSql);
+        } finally {
+          await stop?.();
+        }
+      });
+      break;
+    } catch (err) {
+      const msg = oneLine(errorMessage(err));
+      const required = Number(/memory required is (\d+) MB/i.exec(msg)?.[1] ?? NaN);
+      const loaded = `every row is loaded and committed (a re-run finds them unchanged and only builds the index)`;
+      if (Number.isFinite(required) && attempt === 1 && required > askedMb) {
+        askedMb = Math.ceil(required * 1.1);
+        log(`${index}: the server asks for ${required} MB of maintenance_work_mem (estimated ${estimateMb} MB); retrying with ${askedMb} MB`);
+        continue;
+      }
+      if (Number.isFinite(required) || /maintenance_work_mem/i.test(msg)) {
+        const mb = Math.max(askedMb, Number.isFinite(required) ? required : 0);
+        throw new RunError(
+          `building the vector index ${index} failed: it needs about ${mb} MB of maintenance_work_mem ` +
+            `(server setting ${serverMb} MB; this run asked for ${askedMb} MB) and the server refused (${msg}). ` +
+            `${cap(loaded)}. Raise it for this role (ALTER ROLE <role> SET maintenance_work_mem = '${Math.ceil(mb * 1.25)}MB') and run the same command again, ` +
+            `or build the index yourself: SET maintenance_work_mem = '${Math.ceil(mb * 1.25)}MB'; ${createSql};`,
+        );
+      }
+      if (sqlState(err) === '53200' || /out of memory/i.test(msg)) {
+        throw new RunError(
+          `building the vector index ${index} ran the server out of memory (${msg}); the build needs about ${askedMb} MB ` +
+            `(maintenance_work_mem was ${Math.max(serverMb, askedMb)} MB). ${cap(loaded)}. Give the database server more memory ` +
+            `and run the same command again, or build the index yourself: ${createSql};`,
+        );
+      }
+      throw new RunError(`building the vector index ${index} failed (${msg}). ${cap(loaded)}; fix the cause and run the same command again`);
     }
-    throw err;
   }
-  return { ...base, action, ms: Date.now() - started };
+  const ms = Date.now() - started;
+  report('done', { detail: `${(ms / 1000).toFixed(1)} s` });
+  return { ...base, action, ms };
+}
+
+const cap = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
+
+function sqlState(err: unknown): string | undefined {
+  const c = (err as { code?: unknown } | null)?.code;
+  return typeof c === 'string' && /^[0-9A-Z]{5}$/.test(c) ? c : undefined;
+}
+
+/**
+ * Polls pg_stat_progress_create_index for the backend of `tx` from another pooled connection
+ * while the CREATE INDEX runs. Reports every poll through `report` and logs each new phase
+ * (a build that finishes within one interval logs nothing). Returns the stop function.
+ */
+async function watchProgress(
+  db: Db,
+  tx: Db,
+  pollMs: number,
+  log: (l: string) => void,
+  report: (phase: string, extra?: Partial<IndexProgress>) => void,
+): Promise<() => Promise<void>> {
+  const [{ pid }] = (await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')) as [{ pid: number }];
+  let lastPhase = '';
+  let inFlight: Promise<void> | null = null;
+  let stopped = false;
+  const poll = async () => {
+    const rows = await db.query<{ phase: string; blocks_total: string; blocks_done: string; tuples_total: string; tuples_done: string }>(
+      `SELECT phase, blocks_total::text, blocks_done::text, tuples_total::text, tuples_done::text
+         FROM pg_stat_progress_create_index WHERE pid = $1`,
+      [pid],
+    );
+    const r = rows[0];
+    if (!r || stopped) return;
+    const tuples = Number(r.tuples_total) > 0;
+    const total = Number(tuples ? r.tuples_total : r.blocks_total);
+    const done = Number(tuples ? r.tuples_done : r.blocks_done);
+    const step = r.phase.replace(/^building index: /, '');
+    const detail = total > 0 ? `${step} ${Math.min(100, Math.floor((100 * done) / total))}%` : step;
+    report(r.phase, { detail, ...(total > 0 ? { done, total } : {}) });
+    if (r.phase !== lastPhase) {
+      lastPhase = r.phase;
+      log(`  ${r.phase}`);
+    }
+  };
+  const timer = setInterval(() => {
+    if (inFlight) return;
+    inFlight = poll()
+      .catch(() => {
+        // Progress is a nicety: a failed poll (permissions, a busy pool) stops polling only.
+        clearInterval(timer);
+      })
+      .finally(() => {
+        inFlight = null;
+      });
+  }, Math.max(50, pollMs));
+  return async () => {
+    stopped = true;
+    clearInterval(timer);
+    await inFlight;
+  };
 }

@@ -23,3 +23,18 @@ export async function acquireRunLock(db: Db, shard: string | null): Promise<RunL
   }
   return { release };
 }
+
+/**
+ * Vector index builds take turns: shards of one migration finish at about the same time, and
+ * two CREATE INDEX of one name at once fail ("duplicate key … pg_class_relname_nsp_index").
+ * Waits (polling) for a shard that is building; the next one then finds the index there.
+ */
+export async function acquireIndexLock(db: Db, onWait: () => void = () => {}, pollMs = 250): Promise<RunLock> {
+  const key = lockKey('vector-index-build');
+  for (let waited = false; ; waited = true) {
+    const release = await db.tryAdvisoryLock(key);
+    if (release) return { release };
+    if (!waited) onWait();
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}

@@ -86,6 +86,25 @@ export interface WriteMemoriesOptions {
   direct?: boolean;
 }
 
+// One encoder buffer for the whole run (it grows to a batch's size once, instead of doubling
+// its way up again for every batch). The bytes are handed to COPY and not needed after it.
+let sharedWriter: BinaryCopyWriter | null = null;
+let sharedBusy = false;
+
+async function withMemoryWriter<T>(fn: (w: BinaryCopyWriter) => Promise<T>): Promise<T> {
+  const types = MEMORY_COLUMNS.map(([, t]) => t);
+  if (sharedBusy) return fn(new BinaryCopyWriter(types));
+  sharedBusy = true;
+  const w = (sharedWriter ??= new BinaryCopyWriter(types, { initialBytes: 1024 * 1024 }));
+  try {
+    return await fn(w);
+  } finally {
+    // An unusually large batch does not keep its buffer for the rest of the run.
+    if (w.byteLength > 32 * 1024 * 1024) sharedWriter = null;
+    sharedBusy = false;
+  }
+}
+
 export async function writeMemories(tx: Db, rows: MemoryRow[], options: WriteMemoriesOptions = {}): Promise<WriteResult> {
   const out: WriteResult = { inserted: 0, updated: 0, insertedIds: [], updatedIds: [] };
   if (rows.length === 0) return out;
@@ -99,7 +118,7 @@ export async function writeMemories(tx: Db, rows: MemoryRow[], options: WriteMem
     `CREATE TEMP TABLE IF NOT EXISTS mm_stage_memories ON COMMIT DROP AS SELECT ${MEMORY_COLUMN_LIST} FROM memories WITH NO DATA;
      TRUNCATE mm_stage_memories;`,
   );
-  await tx.copyBinary('mm_stage_memories', MEMORY_COLUMNS.map(([c]) => c), encodeMemories(rows));
+  await withMemoryWriter((w) => tx.copyBinary('mm_stage_memories', MEMORY_COLUMNS.map(([c]) => c), encodeMemories(rows, w)));
   const result = await tx.query<{ id: string; inserted: boolean }>(
     `WITH up AS (
        INSERT INTO memories (${MEMORY_COLUMN_LIST})
@@ -148,7 +167,9 @@ async function copyStraightIn(tx: Db, rows: MemoryRow[]): Promise<WriteResult | 
   }
   const filled = now === null ? rows : rows.map((r) => ({ ...r, createdAt: r.createdAt ?? now, updatedAt: r.updatedAt ?? r.createdAt ?? now }));
   try {
-    await tx.transaction((sp) => sp.copyBinary('memories', MEMORY_COLUMNS.map(([c]) => c), encodeMemories(filled as MemoryRow[])));
+    await tx.transaction((sp) =>
+      withMemoryWriter((w) => sp.copyBinary('memories', MEMORY_COLUMNS.map(([c]) => c), encodeMemories(filled as MemoryRow[], w))),
+    );
   } catch (err) {
     if ((err as { code?: string }).code === '23505') return null;
     throw err;

@@ -18,12 +18,18 @@ let pgliteTemplate: Promise<string> | undefined;
  */
 export async function freshTarget(target: TestTarget): Promise<TargetOptions> {
   if (target.name !== 'pglite') return target.fresh();
-  pgliteTemplate ??= (async () => {
+  // initdb runs in a child process: in this one it would block the event loop for seconds,
+  // and with it the fake API servers other suites' CLI runs are talking to.
+  pgliteTemplate ??= new Promise<string>((resolve, reject) => {
     const dir = mkdtempSync(join(tmpdir(), 'mm-pglite-template-'));
-    const db = await openDb({ pgliteDir: dir });
-    await db.close();
-    return dir;
-  })();
+    const connection = new URL('../../src/target/connection.js', import.meta.url).href;
+    const script = `const { openDb } = await import(${JSON.stringify(connection)}); const db = await openDb({ pgliteDir: process.argv[1] }); await db.close();`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(dir) : reject(new Error(`PGlite template initdb failed (${code}): ${err}`))));
+  });
   const template = await pgliteTemplate;
   const dir = mkdtempSync(join(tmpdir(), 'mm-pglite-'));
   cpSync(template, dir, { recursive: true });
