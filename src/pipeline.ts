@@ -97,10 +97,15 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   const seenIdsLower = new Map<string, string>();
   let batch: SourceRow[] = [];
   let done = 0;
+  // A first load (memories and memory_duplicates empty when the run starts): the target holds
+  // only this run's rows, and source ids do not repeat, so no id of a batch can be stored yet
+  // and the per-batch lookup of existing ids is skipped (unless the batch repeats an id).
+  const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
 
   const flush = async (rows: SourceRow[]) => {
     if (rows.length === 0) return;
-    await processBatch(opts, rows, result, dryRunKeys);
+    const noneStored = fresh && !rows.some((r) => (r as SourceRow & { repeatedId?: boolean }).repeatedId);
+    await processBatch(opts, rows, result, dryRunKeys, noneStored);
     done += rows.length;
     result.lastRowid = rows[rows.length - 1]!.rowid;
     opts.onProgress?.({ done, total, memories: result.memories });
@@ -122,6 +127,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     const lower = row.id.toLowerCase();
     const clash = seenIdsLower.get(lower);
     if (clash !== undefined && clash !== row.id) (row as SourceRow & { idClash?: string }).idClash = clash;
+    else if (clash === row.id) (row as SourceRow & { repeatedId?: boolean }).repeatedId = true;
     else seenIdsLower.set(lower, row.id);
     batch.push(row);
     if (batch.length >= opts.batchSize) {
@@ -199,6 +205,7 @@ async function processBatch(
   rows: SourceRow[],
   result: PipelineResult,
   dryRunKeys: Map<string, string>,
+  noneStored = false,
 ): Promise<void> {
   const { db, dryRun } = opts;
   const m = result.memories;
@@ -239,7 +246,7 @@ async function processBatch(
   }
 
   // What the target already holds for these ids, and which stored rows share a dedup key.
-  const existing = db ? await lookupExisting(db, memories) : new Map<string, Existing>();
+  const existing = db && !noneStored ? await lookupExisting(db, memories) : new Map<string, Existing>();
   const keyOwners = db ? await lookupDedupOwners(db, memories) : new Map<string, string>();
 
   const toWrite: (MemoryRow & { source: SourceRow; changedContent: boolean })[] = [];
@@ -437,6 +444,14 @@ async function embedInto(
       warn(result, 'embedding rejected by the API (stored without vector)');
     }
   });
+}
+
+/** True when memories and memory_duplicates hold no row (a first load into this target). */
+async function targetIsEmpty(db: Db): Promise<boolean> {
+  const [r] = await db.query<{ empty: boolean }>(
+    `SELECT NOT EXISTS (SELECT 1 FROM memories) AND NOT EXISTS (SELECT 1 FROM memory_duplicates) AS empty`,
+  );
+  return r?.empty === true;
 }
 
 async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<string, Existing>> {

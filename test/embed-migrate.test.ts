@@ -70,8 +70,8 @@ for (const target of testTargets()) {
       const t = await target.fresh();
       api.reset();
       const r = await runCli(base(t), env({ OPENAI_API_KEY: 'sk-wrong-key-999999999' }));
-      // Checked before anything is written (GET /models, which costs nothing): exit 2.
-      assert.equal(r.code, 2, r.stdout + r.stderr);
+      // Checked before anything is written (GET /models, which costs nothing): exit 1.
+      assert.equal(r.code, 1, r.stdout + r.stderr);
       assert.equal(api.requests.length, 1);
       assert.equal(api.embeddingRequests.length, 0);
       assert.match(r.stderr, /OPENAI_API_KEY/);

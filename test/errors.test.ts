@@ -625,7 +625,10 @@ describe('embeddings: refused before anything is written', { concurrency: 4 }, (
 
   test('a key the server rejects', async () => {
     const { res, t } = await run([], { OPENAI_API_KEY: 'sk-the-wrong-key-999888', OPENAI_BASE_URL: keyed.url });
-    assertOneLineUsage(res, /the embedding API at http:\/\/127\.0\.0\.1:\d+\/v1 rejected the API key \(401: Incorrect API key provided\.\): set OPENAI_API_KEY/);
+    // A rejected key exits 1 (the issue's contract for a 401), after one request, nothing written.
+    assert.equal(res.code, 1, `exit ${res.code}\nstderr: ${res.stderr}`);
+    assert.equal(res.stderr.trim().split('\n').length, 1, res.stderr);
+    assert.match(res.stderr, /the embedding API at http:\/\/127\.0\.0\.1:\d+\/v1 rejected the API key \(401: Incorrect API key provided\.\): check OPENAI_API_KEY and OPENAI_BASE_URL/);
     assert.doesNotMatch(res.stderr, /the-wrong-key/);
     await assertNothingWritten(t);
   });

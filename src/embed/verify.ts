@@ -7,7 +7,7 @@
 // one tiny embedding request sent to decide.
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { UsageError } from '../errors.js';
+import { RunError, UsageError } from '../errors.js';
 import { maskUrl, redact } from '../secrets.js';
 
 export interface VerifyOptions {
@@ -50,8 +50,11 @@ export async function verifyEmbeddingEndpoint(o: VerifyOptions): Promise<VerifyR
     }
     const serverMessage = redact(String(body?.error?.message ?? body?.message ?? text.slice(0, 200)).replace(/\s+/g, ' ').trim());
     if (res.status === 401 || res.status === 403) {
-      throw new UsageError(
-        `the embedding API at ${where} rejected the API key (${res.status}: ${serverMessage}): set OPENAI_API_KEY to a valid key for this server, ${OFFLINE_HINT}`,
+      // Exit 1, as a 401 mid-run: the credentials are a run-time fact of the server, and the
+      // run stops after this one request with nothing written.
+      throw new RunError(
+        `the embedding API at ${where} rejected the API key (${res.status}: ${serverMessage}): check OPENAI_API_KEY and OPENAI_BASE_URL, ${OFFLINE_HINT}`,
+        1,
       );
     }
     return { status: res.status, ok: res.ok, body, serverMessage, json: body !== null };
