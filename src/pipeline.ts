@@ -495,6 +495,8 @@ async function fragmentHashes(db: Db, fragments: FragmentRow[]): Promise<Map<str
   return new Map(rows.map((r) => [r.id, r.content_hash.trim()]));
 }
 
+// dedup_hash is char(64): compared with a text value it would be cast to text, which rules out
+// memories_dedup_idx and scans the table for every batch (a load slowing down as it grows).
 async function lookupDedupOwners(db: Db, mems: MemoryRow[]): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   if (mems.length === 0) return out;
@@ -502,7 +504,7 @@ async function lookupDedupOwners(db: Db, mems: MemoryRow[]): Promise<Map<string,
   const rows = await db.query<{ id: string; user_id: string; dedup_hash: string }>(
     `SELECT DISTINCT ON (m.user_id, m.dedup_hash) m.id, m.user_id, m.dedup_hash
        FROM memories m JOIN (SELECT DISTINCT u, h FROM jsonb_to_recordset($1::text::jsonb) AS x(u text, h text)) x
-         ON m.user_id = x.u AND m.dedup_hash = x.h
+         ON m.user_id = x.u AND m.dedup_hash = x.h::bpchar
       ORDER BY m.user_id, m.dedup_hash, m.created_at, m.id`,
     [payload],
   );

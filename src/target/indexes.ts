@@ -215,7 +215,7 @@ async function buildOne(
             `and run the same command again, or build the index yourself: ${createSql};`,
         );
       }
-      throw new RunError(`building the vector index ${index} failed (${msg}). ${cap(loaded)}; fix the cause and run the same command again`);
+      throw err;
     }
   }
   const ms = Date.now() - started;
@@ -279,6 +279,8 @@ async function watchProgress(
   return async () => {
     stopped = true;
     clearInterval(timer);
-    await inFlight;
+    // A poll still waiting for a pooled connection must not hold up the transaction it watches
+    // (that transaction's connection may be the one it waits for): give it a moment, no more.
+    if (inFlight) await Promise.race([inFlight, new Promise((resolve) => setTimeout(resolve, 250).unref())]);
   };
 }
