@@ -9,7 +9,17 @@ import { contentHash, dedupHash } from './source/canonical.js';
 import type { EmbeddingService } from './embed/service.js';
 import type { EmbedInput, EmbedStats } from './embed/types.js';
 import { fragmentFromSource, defaultFragments, type FragmentRow } from './target/fragments.js';
-import { writeMemories, writeFragments, writeDuplicates, writeSkips, type MemoryRow, type DuplicateRow } from './target/writer.js';
+import {
+  addMemoryRow,
+  memoryCopyWriter,
+  writeMemories,
+  writeFragments,
+  writeDuplicates,
+  writeSkips,
+  type MemoryRow,
+  type DuplicateRow,
+} from './target/writer.js';
+import type { BinaryCopyWriter } from './target/copy-binary.js';
 import { checkpoint } from './target/ledger.js';
 import { emptyMemoryCounts, MAX_SKIPPED_IN_REPORT, type MemoryCounts, type SkippedRow } from './report.js';
 import { jaccard, wordSet } from './dedup.js';
@@ -79,10 +89,14 @@ interface Existing {
   originalDedupHash: string | null;
 }
 
-export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult> {
-  const { source, db, dryRun } = opts;
-  const total = source.count(opts.filter);
-  const result: PipelineResult = {
+// Reading, hashing and encoding are synchronous. The batch being written meanwhile needs the
+// event loop for each of its round trips and to keep feeding its COPY to the socket: every
+// few dozen rows (a millisecond or two of work) the loop gets a turn.
+const YIELD_EVERY_ROWS = 50;
+const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function emptyResult(): PipelineResult {
+  return {
     memories: emptyMemoryCounts(),
     fragments: { read: 0, migrated: 0, updated: 0, unchanged: 0, defaults: 0 },
     users: {},
@@ -91,37 +105,80 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     lastRowid: null,
     pendingEmbeds: [],
   };
-  // Keys of rows this run would have inserted; only a dry run needs them (a real run reads
-  // its own committed batches back from the target).
-  const dryRunKeys = new Map<string, string>();
+}
+
+/** What the batches of one run share. */
+interface RunState {
+  /**
+   * Dedup keys (user + dedup hash) of the rows this run stores, for the whole run. Kept only
+   * when the target is not asked instead: a dry run (nothing is written) and a first load
+   * (the target holds nothing but this run's rows, so the per-batch lookup is skipped).
+   */
+  runKeys: Map<string, string> | null;
+  /** Skip the target lookups: a first load into an empty target. */
+  fresh: boolean;
+  /**
+   * The batch whose transaction may still be open while the next one is prepared: the dedup
+   * keys its rows will have once it commits (the target still shows the old ones).
+   */
+  inflight: { owners: Map<string, string>; keyOf: Map<string, string> } | null;
+  /** Two encoders: one batch's bytes are on their way to the server while the next is encoded. */
+  writers: [BinaryCopyWriter, BinaryCopyWriter];
+  batches: number;
+}
+
+export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult> {
+  const { source, db, dryRun } = opts;
+  const total = source.count(opts.filter);
+  const result = emptyResult();
+  // A first load (memories and memory_duplicates empty when the run starts): the target holds
+  // only this run's rows, and source ids do not repeat, so no id of a batch can be stored yet
+  // and the per-batch lookups of existing ids and dedup keys are answered from memory.
+  const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
+  const state: RunState = {
+    runKeys: dryRun || fresh ? new Map() : null,
+    fresh,
+    inflight: null,
+    writers: [memoryCopyWriter(), memoryCopyWriter()],
+    batches: 0,
+  };
   const seenIdsLower = new Map<string, string>();
   let batch: SourceRow[] = [];
   let done = 0;
-  // A first load (memories and memory_duplicates empty when the run starts): the target holds
-  // only this run's rows, and source ids do not repeat, so no id of a batch can be stored yet
-  // and the per-batch lookup of existing ids is skipped (unless the batch repeats an id).
-  const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
 
-  const flush = async (rows: SourceRow[]) => {
-    if (rows.length === 0) return;
-    const noneStored = fresh && !rows.some((r) => (r as SourceRow & { repeatedId?: boolean }).repeatedId);
-    await processBatch(opts, rows, result, dryRunKeys, noneStored);
-    done += rows.length;
-    result.lastRowid = rows[rows.length - 1]!.rowid;
-    opts.onProgress?.({ done, total, memories: result.memories });
-  };
-
-  // Batch k is processed and written while the rows of batch k+1 are read and decoded (the
-  // database works on its own meanwhile). Only one batch is in processBatch at a time, so
-  // batches still commit in order and each one sees those before it.
+  // Two stages: batch k is written (COPY, ledger checkpoint, commit) while batch k+1 is read,
+  // decoded, hashed, deduplicated, embedded and encoded. Commits stay in batch order, one at a
+  // time. Preparing k+1 reads the target while k may be uncommitted: RunState.inflight carries
+  // what k changes. Fuzzy and semantic dedup compare with every stored row, and a repeated id
+  // may be in batch k itself: those batches wait for k to commit before they are prepared.
   let pending: Promise<void> | null = null;
   const settle = async () => {
     if (!pending) return;
     const p = pending;
     pending = null;
     await p;
-    if (opts.signal?.aborted) throw new Interrupted(result.lastRowid);
   };
+  const flush = async (rows: SourceRow[]) => {
+    if (rows.length === 0) return;
+    // Stopped: the batch being written (and any prepared, its embeddings paid for) is
+    // committed; nothing new is started.
+    if (opts.signal?.aborted) {
+      await settle();
+      throw new Interrupted(result.lastRowid);
+    }
+    const mustWait = opts.dedup.mode !== 'exact' || rows.some((r) => (r as SourceRow & { repeatedId?: boolean }).repeatedId);
+    if (mustWait) await settle();
+    const prepared = await prepareBatch(opts, state, rows);
+    await settle();
+    pending = commitBatch(opts, state, prepared, result).then(() => {
+      done += rows.length;
+      result.lastRowid = prepared.lastRowid;
+      opts.onProgress?.({ done, total, memories: result.memories });
+    });
+    // Awaited before the next batch commits; until then a failure must not count as unhandled.
+    pending.catch(() => {});
+  };
+
   let sinceYield = 0;
   for (const row of source.rows(opts.filter)) {
     const lower = row.id.toLowerCase();
@@ -131,25 +188,75 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     else seenIdsLower.set(lower, row.id);
     batch.push(row);
     if (batch.length >= opts.batchSize) {
-      await settle();
-      pending = flush(batch);
-      // Awaited before the next batch starts; until then a failure must not count as unhandled.
-      pending.catch(() => {});
+      const full = batch;
       batch = [];
-    } else if (++sinceYield >= 50) {
-      // Reading is synchronous: let the batch in flight take its next step now and then.
+      await flush(full);
+    } else if (++sinceYield >= YIELD_EVERY_ROWS) {
       sinceYield = 0;
-      await new Promise((resolve) => setImmediate(resolve));
+      await yieldToIo();
     }
   }
-  await settle();
   await flush(batch);
+  await settle();
   if (db && !dryRun) {
     result.fragments.defaults = await ensureDefaultFragments(db, opts);
   } else if (dryRun) {
     result.fragments.defaults = await countMissingDefaults(db, opts, result);
   }
   return result;
+}
+
+/** a + b, for the counts a batch adds to the run's. */
+function addMemoryCounts(a: MemoryCounts, b: MemoryCounts): MemoryCounts {
+  const sumMaps = (x: Record<string, number>, y: Record<string, number>) => {
+    const out = { ...x };
+    for (const [k, v] of Object.entries(y)) out[k] = (out[k] ?? 0) + v;
+    return out;
+  };
+  return {
+    read: a.read + b.read,
+    migrated: a.migrated + b.migrated,
+    updated: a.updated + b.updated,
+    unchanged: a.unchanged + b.unchanged,
+    skipped: a.skipped + b.skipped,
+    errors: a.errors + b.errors,
+    duplicates: {
+      exact: a.duplicates.exact + b.duplicates.exact,
+      fuzzy: a.duplicates.fuzzy + b.duplicates.fuzzy,
+      semantic: a.duplicates.semantic + b.duplicates.semantic,
+      total: a.duplicates.total + b.duplicates.total,
+    },
+    skippedByReason: sumMaps(a.skippedByReason, b.skippedByReason),
+    warnings: sumMaps(a.warnings, b.warnings),
+  };
+}
+
+function addFragmentCounts(a: PipelineResult['fragments'], b: PipelineResult['fragments']): PipelineResult['fragments'] {
+  return {
+    read: a.read + b.read,
+    migrated: a.migrated + b.migrated,
+    updated: a.updated + b.updated,
+    unchanged: a.unchanged + b.unchanged,
+    defaults: a.defaults + b.defaults,
+  };
+}
+
+/** Adds a committed batch's counts to the run's. */
+function mergeResult(into: PipelineResult, batch: PipelineResult) {
+  into.memories = addMemoryCounts(into.memories, batch.memories);
+  into.fragments = addFragmentCounts(into.fragments, batch.fragments);
+  for (const [user, c] of Object.entries(batch.users)) {
+    const u = userCounts(into, user);
+    u.read += c.read;
+    u.migrated += c.migrated;
+    u.updated += c.updated;
+    u.unchanged += c.unchanged;
+    u.duplicates += c.duplicates;
+    u.skipped += c.skipped;
+  }
+  into.invalidStored += batch.invalidStored;
+  for (const s of batch.skippedRows) if (into.skippedRows.length < MAX_SKIPPED_IN_REPORT) into.skippedRows.push(s);
+  into.pendingEmbeds.push(...batch.pendingEmbeds);
 }
 
 function userCounts(result: PipelineResult, user: string | null) {
@@ -200,34 +307,53 @@ function categoryOf(md: Record<string, unknown>): string | null {
   return typeof c === 'string' && c.length > 0 ? c.slice(0, 100) : null;
 }
 
-async function processBatch(
-  opts: PipelineOptions,
-  rows: SourceRow[],
-  result: PipelineResult,
-  dryRunKeys: Map<string, string>,
-  noneStored = false,
-): Promise<void> {
+type Survivor = MemoryRow & { source: SourceRow; changedContent: boolean };
+
+/** A batch ready to be written: everything decided, counted (in `counts`) and encoded. */
+interface PreparedBatch {
+  /** This batch's counts, added to the run's once it commits. */
+  counts: PipelineResult;
+  lastRowid: number;
+  survivors: Survivor[];
+  /** Ids whose memory the target stores already (an update, not an insert). */
+  stored: Set<string>;
+  fragments: FragmentRow[];
+  duplicates: DuplicateRow[];
+  skips: SkippedRow[];
+  staleDuplicates: string[];
+  /** encodeMemories(survivors), or null when the write must encode (rows without timestamps). */
+  encoded: Uint8Array | null;
+  writerSlot: number;
+}
+
+async function prepareBatch(opts: PipelineOptions, state: RunState, rows: SourceRow[]): Promise<PreparedBatch> {
   const { db, dryRun } = opts;
-  const m = result.memories;
+  const counts = emptyResult();
+  const m = counts.memories;
   const skips: SkippedRow[] = [];
-  const memories: (MemoryRow & { source: SourceRow })[] = [];
+  const memories: Survivor[] = [];
   const fragments: FragmentRow[] = [];
 
+  let sinceYield = 0;
   for (const row of rows) {
+    if (++sinceYield >= YIELD_EVERY_ROWS) {
+      sinceYield = 0;
+      await yieldToIo();
+    }
     const reason = skipReason(row);
     if (!reason && row.userId === SYSTEM_PROMPTS_USER) {
       // Fragments are not memories: they are counted under fragments, not memories.read.
-      result.fragments.read++;
+      counts.fragments.read++;
       fragments.push(fragmentFromSource(row));
       continue;
     }
     m.read++;
-    userCounts(result, row.userId).read++;
+    userCounts(counts, row.userId).read++;
     if (reason) {
-      skip(opts, result, row, reason, skips);
+      skip(opts, counts, row, reason, skips);
       continue;
     }
-    if (row.metadataWarning) warn(result, 'metadata not JSON (kept as {raw})');
+    if (row.metadataWarning) warn(counts, 'metadata not JSON (kept as {raw})');
     memories.push({
       source: row,
       id: row.id,
@@ -242,25 +368,32 @@ async function processBatch(
       importanceScore: importanceOf(row.metadata),
       createdAt: row.createdAt,
       updatedAt: row.updatedAt ?? row.createdAt,
+      changedContent: true,
     });
   }
 
   // What the target already holds for these ids, and which stored rows share a dedup key.
-  const existing = db && !noneStored ? await lookupExisting(db, memories) : new Map<string, Existing>();
-  const keyOwners = db ? await lookupDedupOwners(db, memories) : new Map<string, string>();
+  // A first load asks only about a repeated id (its first occurrence may be stored by now).
+  const asksTarget = db !== null && (!state.fresh || rows.some((r) => (r as SourceRow & { repeatedId?: boolean }).repeatedId));
+  const [existing, keyOwners] = asksTarget
+    ? await Promise.all([lookupExisting(db, memories), lookupDedupOwners(db, memories)])
+    : [new Map<string, Existing>(), new Map<string, string>()];
 
-  const toWrite: (MemoryRow & { source: SourceRow; changedContent: boolean })[] = [];
+  const toWrite: Survivor[] = [];
   const duplicates: DuplicateRow[] = [];
   const batchKeys = new Map<string, string>();
-  // Dedup keys as they are in the source now: a row of this batch may have been edited since
-  // the target was written, so the target's dedup_hash for it is out of date.
+  // Dedup keys as they are in the source now: a row of this batch, or of the batch still being
+  // written, may have been edited since the target was written, so the target's dedup_hash for
+  // it is out of date.
   const batchHash = new Map(memories.map((x) => [x.id, `${x.userId}\u0000${x.dedupHash}`]));
+  const inflight = state.inflight;
+  const currentKey = (id: string) => batchHash.get(id) ?? inflight?.keyOf.get(id);
   const staleDuplicates: string[] = [];
   for (const mem of memories) {
     const ex = existing.get(mem.id);
-    const uc = userCounts(result, mem.userId);
+    const uc = userCounts(counts, mem.userId);
     if (ex?.duplicateOf) {
-      const originalKey = batchHash.get(ex.duplicateOf) ?? `${ex.originalUser}\u0000${ex.originalDedupHash}`;
+      const originalKey = currentKey(ex.duplicateOf) ?? `${ex.originalUser}\u0000${ex.originalDedupHash}`;
       if (originalKey === `${mem.userId}\u0000${mem.dedupHash}`) {
         // Recorded as an exact duplicate by an earlier run: still a duplicate.
         m.duplicates.exact++;
@@ -278,14 +411,15 @@ async function processBatch(
         uc.unchanged++;
         continue;
       }
-      toWrite.push({ ...mem, changedContent: ex.contentHash !== mem.contentHash });
+      mem.changedContent = ex.contentHash !== mem.contentHash;
+      toWrite.push(mem);
       continue;
     }
     const key = `${mem.userId}\u0000${mem.dedupHash}`;
     let storedOwner = keyOwners.get(key);
-    // A stored owner edited in this very batch no longer has this key.
-    if (storedOwner !== undefined && (batchHash.get(storedOwner) ?? key) !== key) storedOwner = undefined;
-    const owner = batchKeys.get(key) ?? storedOwner ?? dryRunKeys.get(key);
+    // A stored owner edited in this batch or the one in flight no longer has this key.
+    if (storedOwner !== undefined && (currentKey(storedOwner) ?? key) !== key) storedOwner = undefined;
+    const owner = batchKeys.get(key) ?? storedOwner ?? inflight?.owners.get(key) ?? state.runKeys?.get(key);
     if (owner !== undefined && owner !== mem.id) {
       m.duplicates.exact++;
       m.duplicates.total++;
@@ -301,12 +435,12 @@ async function processBatch(
       continue;
     }
     batchKeys.set(key, mem.id);
-    if (dryRun) dryRunKeys.set(key, mem.id);
-    toWrite.push({ ...mem, changedContent: true });
+    state.runKeys?.set(key, mem.id);
+    toWrite.push(mem);
   }
 
   if (opts.dedup.mode === 'fuzzy' && db) {
-    await fuzzyDedup(db, opts, toWrite, duplicates, result);
+    await fuzzyDedup(db, opts, toWrite, duplicates, counts);
   }
 
   // Embeddings: reuse the stored vector when the declared source model is the target model,
@@ -325,8 +459,8 @@ async function processBatch(
         continue;
       }
       if (stored.encoding !== 'null' && stored.encoding !== 'empty') {
-        result.invalidStored++;
-        warn(result, 'stored vector invalid, re-embedded');
+        counts.invalidStored++;
+        warn(counts, 'stored vector invalid, re-embedded');
       }
     }
     needEmbed.push({ target: mem, input: { text: mem.content, ref: { id: mem.id, user: mem.userId } } });
@@ -337,17 +471,59 @@ async function processBatch(
     if (storedFragments.get(f.id) === f.contentHash) continue;
     needEmbed.push({ target: fragmentTarget(f), input: { text: f.content, ref: { id: f.id, user: SYSTEM_PROMPTS_USER } } });
   }
-  await embedInto(opts, needEmbed, result);
+  await embedInto(opts, needEmbed, counts);
 
   if (opts.dedup.mode === 'semantic' && db && !dryRun) {
-    await semanticDedup(db, opts, toWrite, duplicates, result);
+    await semanticDedup(db, opts, toWrite, duplicates, counts);
   }
 
-  const survivors = toWrite;
+  const stored = new Set<string>();
+  for (const [id, ex] of existing) if (ex.contentHash !== null) stored.add(id);
+  // The keys the next batch must see as this batch's (the target shows them once it commits).
+  if (asksTarget) {
+    const owners = new Map<string, string>();
+    const keyOf = new Map<string, string>();
+    for (const s of toWrite) {
+      const key = `${s.userId}\u0000${s.dedupHash}`;
+      keyOf.set(s.id, key);
+      if (!owners.has(key)) owners.set(key, s.id);
+    }
+    state.inflight = { owners, keyOf };
+  }
+  const writerSlot = state.batches++ % 2;
+  const canEncode = db !== null && !dryRun && toWrite.length > 0 && toWrite.every((s) => s.createdAt !== null && s.updatedAt !== null);
+  let encoded: Uint8Array | null = null;
+  if (canEncode) {
+    const writer = state.writers[writerSlot];
+    writer.reset();
+    for (let i = 0; i < toWrite.length; i++) {
+      if (i > 0 && i % YIELD_EVERY_ROWS === 0) await yieldToIo();
+      addMemoryRow(writer, toWrite[i]!);
+    }
+    encoded = writer.finish();
+  }
+  return {
+    counts,
+    lastRowid: rows[rows.length - 1]!.rowid,
+    survivors: toWrite,
+    stored,
+    fragments,
+    duplicates,
+    skips,
+    staleDuplicates,
+    encoded,
+    writerSlot,
+  };
+}
+
+async function commitBatch(opts: PipelineOptions, state: RunState, batch: PreparedBatch, result: PipelineResult): Promise<void> {
+  const { db, dryRun } = opts;
+  const { counts, survivors, fragments } = batch;
+  const m = counts.memories;
   if (dryRun || !db) {
     for (const mem of survivors) {
-      const uc = userCounts(result, mem.userId);
-      if (existing.has(mem.id)) {
+      const uc = userCounts(counts, mem.userId);
+      if (batch.stored.has(mem.id)) {
         m.updated++;
         uc.updated++;
       } else {
@@ -355,48 +531,85 @@ async function processBatch(
         uc.migrated++;
       }
     }
-    for (const f of fragments) result.fragments.migrated++;
+    counts.fragments.migrated += fragments.length;
+    mergeResult(result, counts);
     return;
   }
 
-  const lastRowid = rows[rows.length - 1]!.rowid;
-  await db.transaction(async (tx) => {
-    // None of these ids in memories yet (a first load, or new rows): COPY straight in.
-    const w = await writeMemories(tx, survivors, { direct: survivors.every((x) => existing.get(x.id)?.contentHash == null) });
-    const fw = await writeFragments(tx, fragments);
-    const updatedIds = new Set(w.updatedIds);
-    await restoreUpdatedAt(tx, 'memories', survivors.filter((s) => updatedIds.has(s.id)).map((s) => ({ id: s.id, at: s.updatedAt })));
-    if (fw.updated > 0) await restoreUpdatedAt(tx, 'prompt_fragments', fragments.map((f) => ({ id: f.id, at: f.updatedAt ?? f.createdAt })));
-    if (staleDuplicates.length > 0) {
-      await tx.query(`DELETE FROM memory_duplicates WHERE duplicate_id = ANY($1::text[]) AND dedup_type = 'exact'`, [staleDuplicates]);
-    }
-    await writeDuplicates(tx, duplicates);
-    await writeSkips(tx, skips);
-    // Counts are applied only once the batch commits (below), so the checkpoint carries the
-    // totals as they will be after this batch.
-    const after = {
-      ...m,
-      migrated: m.migrated + w.inserted,
-      updated: m.updated + w.updated,
-      unchanged: m.unchanged + (survivors.length - w.inserted - w.updated),
-    };
-    const fragmentsAfter = {
-      ...result.fragments,
-      migrated: result.fragments.migrated + fw.inserted,
-      updated: result.fragments.updated + fw.updated,
-      unchanged: result.fragments.unchanged + fragments.length - fw.inserted - fw.updated,
-    };
-    // Same shape as the counts finishRun records, so a run that never finishes still says
-    // what it committed.
-    if (opts.runId !== null) await checkpoint(tx, opts.runId, lastRowid, { memories: after, fragments: fragmentsAfter });
-    m.migrated = after.migrated;
-    m.updated = after.updated;
-    m.unchanged = after.unchanged;
-    const userOf = new Map(survivors.map((s) => [s.id, s.userId]));
-    for (const id of w.insertedIds) userCounts(result, userOf.get(id) ?? null).migrated++;
-    for (const id of w.updatedIds) userCounts(result, userOf.get(id) ?? null).updated++;
-    Object.assign(result.fragments, fragmentsAfter);
-  });
+  // None of these ids in memories yet (a first load, or new rows): COPY straight in. Should
+  // one be there after all (another writer), the batch is written again through the upsert.
+  const direct = survivors.every((x) => !batch.stored.has(x.id));
+  try {
+    await db.transaction((tx) => writeBatch(opts, tx, batch, result, direct));
+  } catch (err) {
+    if (!direct || (err as { code?: string }).code !== '23505') throw err;
+    await db.transaction((tx) => writeBatch(opts, tx, batch, result, false));
+  }
+  mergeResult(result, counts);
+  // An unusually large batch does not keep its encoder's buffer for the rest of the run.
+  if (state.writers[batch.writerSlot].byteLength > 32 * 1024 * 1024) state.writers[batch.writerSlot] = memoryCopyWriter();
+}
+
+/**
+ * One batch's transaction. Adds what it wrote to batch.counts only once every statement has
+ * succeeded. On a server, the statements that do not depend on the COPY are sent ahead of it
+ * in one pipeline, so the batch costs few round trips.
+ */
+async function writeBatch(opts: PipelineOptions, tx: Db, batch: PreparedBatch, result: PipelineResult, direct: boolean) {
+  const { survivors, fragments } = batch;
+  const sideDone = together(tx, [
+    () =>
+      batch.staleDuplicates.length > 0
+        ? tx.query(`DELETE FROM memory_duplicates WHERE duplicate_id = ANY($1::text[]) AND dedup_type = 'exact'`, [batch.staleDuplicates])
+        : null,
+    () => writeSkips(tx, batch.skips),
+  ]);
+  // A failure of the COPY below aborts the transaction; these then fail too, and are awaited.
+  sideDone.catch(() => {});
+  const w = await writeMemories(tx, survivors, { direct, ...(batch.encoded ? { encoded: batch.encoded } : {}) });
+  await sideDone;
+  const fw = await writeFragments(tx, fragments);
+  const updatedIds = new Set(w.updatedIds);
+  await restoreUpdatedAt(tx, 'memories', survivors.filter((s) => updatedIds.has(s.id)).map((s) => ({ id: s.id, at: s.updatedAt })));
+  if (fw.updated > 0) await restoreUpdatedAt(tx, 'prompt_fragments', fragments.map((f) => ({ id: f.id, at: f.updatedAt ?? f.createdAt })));
+  const m = { ...batch.counts.memories };
+  m.migrated += w.inserted;
+  m.updated += w.updated;
+  m.unchanged += survivors.length - w.inserted - w.updated;
+  const f = { ...batch.counts.fragments };
+  f.migrated += fw.inserted;
+  f.updated += fw.updated;
+  f.unchanged += fragments.length - fw.inserted - fw.updated;
+  // The checkpoint carries the run's totals as they are once this batch commits, in the
+  // shape finishRun records, so a run that never finishes still says what it committed.
+  // Duplicates after the COPY: their originals may be rows of this batch (a foreign key).
+  await together(tx, [
+    () => writeDuplicates(tx, batch.duplicates),
+    () =>
+      opts.runId === null
+        ? null
+        : checkpoint(tx, opts.runId, batch.lastRowid, {
+            memories: addMemoryCounts(result.memories, m),
+            fragments: addFragmentCounts(result.fragments, f),
+          }),
+  ]);
+  batch.counts.memories = m;
+  batch.counts.fragments = f;
+  const userOf = new Map(survivors.map((s) => [s.id, s.userId]));
+  for (const id of w.insertedIds) userCounts(batch.counts, userOf.get(id) ?? null).migrated++;
+  for (const id of w.updatedIds) userCounts(batch.counts, userOf.get(id) ?? null).updated++;
+}
+
+/**
+ * Runs independent statements of one transaction. postgres.js pipelines statements issued
+ * together (one round trip for all); PGlite runs in-process, so one after the other.
+ */
+async function together(tx: Db, steps: (() => Promise<unknown> | null)[]): Promise<void> {
+  if (tx.kind === 'pglite') {
+    for (const step of steps) await step();
+    return;
+  }
+  await Promise.all(steps.map((step) => step()));
 }
 
 /**

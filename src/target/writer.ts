@@ -54,71 +54,69 @@ const MEMORY_COLUMNS: [string, CopyColumnType][] = [
 
 const MEMORY_COLUMN_LIST = MEMORY_COLUMNS.map(([c]) => c).join(', ');
 
-/** Encodes memory rows as one PGCOPY binary stream for the memories columns above. */
-export function encodeMemories(rows: MemoryRow[], writer = new BinaryCopyWriter(MEMORY_COLUMNS.map(([, t]) => t))): Uint8Array {
+/** An encoder for memory rows (see encodeMemories). */
+export function memoryCopyWriter(): BinaryCopyWriter {
+  return new BinaryCopyWriter(MEMORY_COPY_TYPES, { initialBytes: 1024 * 1024 });
+}
+
+const MEMORY_COPY_TYPES = MEMORY_COLUMNS.map(([, t]) => t);
+const MEMORY_COPY_COLUMNS = MEMORY_COLUMNS.map(([c]) => c);
+
+/**
+ * Encodes memory rows as one PGCOPY binary stream for the memories columns above. The bytes
+ * are a view of the writer's buffer: valid until the writer encodes again.
+ */
+export function encodeMemories(rows: MemoryRow[], writer = memoryCopyWriter()): Uint8Array {
   writer.reset();
-  for (const r of rows) {
-    writer.addRow([
-      r.id,
-      r.userId,
-      r.content,
-      r.contentHash,
-      r.dedupHash,
-      r.embedding,
-      r.embeddingModel,
-      r.metadata,
-      r.category,
-      r.importanceScore,
-      r.createdAt,
-      r.updatedAt,
-    ]);
-  }
+  for (const r of rows) addMemoryRow(writer, r);
   return writer.finish();
+}
+
+/** Appends one memory row to a writer (for callers that encode a batch in slices). */
+export function addMemoryRow(writer: BinaryCopyWriter, r: MemoryRow): void {
+  writer.addRow([
+    r.id,
+    r.userId,
+    r.content,
+    r.contentHash,
+    r.dedupHash,
+    r.embedding,
+    r.embeddingModel,
+    r.metadata,
+    r.category,
+    r.importanceScore,
+    r.createdAt,
+    r.updatedAt,
+  ]);
 }
 
 export interface WriteMemoriesOptions {
   /**
    * The caller knows none of these ids is in memories (a first load into an empty table):
    * COPY straight into memories, without the staging table and the upsert. Should an id be
-   * there after all (a concurrent writer), the COPY is rolled back to a savepoint and the
-   * rows go through the staging upsert as usual.
+   * there after all (a concurrent writer), the COPY fails with unique_violation (23505) and
+   * the transaction is aborted: the caller writes the batch again without `direct`.
    */
   direct?: boolean;
-}
-
-// One encoder buffer for the whole run (it grows to a batch's size once, instead of doubling
-// its way up again for every batch). The bytes are handed to COPY and not needed after it.
-let sharedWriter: BinaryCopyWriter | null = null;
-let sharedBusy = false;
-
-async function withMemoryWriter<T>(fn: (w: BinaryCopyWriter) => Promise<T>): Promise<T> {
-  const types = MEMORY_COLUMNS.map(([, t]) => t);
-  if (sharedBusy) return fn(new BinaryCopyWriter(types));
-  sharedBusy = true;
-  const w = (sharedWriter ??= new BinaryCopyWriter(types, { initialBytes: 1024 * 1024 }));
-  try {
-    return await fn(w);
-  } finally {
-    // An unusually large batch does not keep its buffer for the rest of the run.
-    if (w.byteLength > 32 * 1024 * 1024) sharedWriter = null;
-    sharedBusy = false;
-  }
+  /**
+   * encodeMemories(rows), done by the caller ahead of the transaction (so that encoding the
+   * next batch overlaps the database's work on this one).
+   */
+  encoded?: Uint8Array;
 }
 
 export async function writeMemories(tx: Db, rows: MemoryRow[], options: WriteMemoriesOptions = {}): Promise<WriteResult> {
   const out: WriteResult = { inserted: 0, updated: 0, insertedIds: [], updatedIds: [] };
   if (rows.length === 0) return out;
-  if (options.direct) {
-    const copied = await copyStraightIn(tx, rows);
-    if (copied) return copied;
-  }
+  const encoded = options.encoded ?? encodeMemories(rows);
+  if (options.direct) return copyStraightIn(tx, rows, encoded);
   // CREATE … AS … WITH NO DATA copies the column types but not NOT NULL, so NULL timestamps
   // can be staged and defaulted in the INSERT below.
   await tx.exec(
     `CREATE TEMP TABLE IF NOT EXISTS mm_stage_memories ON COMMIT DROP AS SELECT ${MEMORY_COLUMN_LIST} FROM memories WITH NO DATA;
      TRUNCATE mm_stage_memories;`,
   );
-  await withMemoryWriter((w) => tx.copyBinary('mm_stage_memories', MEMORY_COLUMNS.map(([c]) => c), encodeMemories(rows, w)));
+  await tx.copyBinary('mm_stage_memories', MEMORY_COPY_COLUMNS, encoded);
   const result = await tx.query<{ id: string; inserted: boolean }>(
     `WITH up AS (
        INSERT INTO memories (${MEMORY_COLUMN_LIST})
@@ -156,24 +154,18 @@ export async function writeMemories(tx: Db, rows: MemoryRow[], options: WriteMem
   return out;
 }
 
-/** COPY into memories itself; null when an id is already there (nothing written then). */
-async function copyStraightIn(tx: Db, rows: MemoryRow[]): Promise<WriteResult | null> {
+/** COPY into memories itself. */
+async function copyStraightIn(tx: Db, rows: MemoryRow[], encoded: Uint8Array): Promise<WriteResult> {
   // The staging path's COALESCE(created_at, now()): the same transaction timestamp, exact
-  // to the microsecond.
-  let now: bigint | null = null;
+  // to the microsecond. Rows without timestamps are encoded again with it filled in.
+  let bytes = encoded;
   if (rows.some((r) => r.createdAt === null || r.updatedAt === null)) {
     const [t] = await tx.query<{ us: string }>(`SELECT (extract(epoch FROM now()) * 1000000)::int8::text AS us`);
-    now = BigInt(t!.us);
+    const now = BigInt(t!.us);
+    const filled = rows.map((r) => ({ ...r, createdAt: r.createdAt ?? now, updatedAt: r.updatedAt ?? r.createdAt ?? now }));
+    bytes = encodeMemories(filled as unknown as MemoryRow[]);
   }
-  const filled = now === null ? rows : rows.map((r) => ({ ...r, createdAt: r.createdAt ?? now, updatedAt: r.updatedAt ?? r.createdAt ?? now }));
-  try {
-    await tx.transaction((sp) =>
-      withMemoryWriter((w) => sp.copyBinary('memories', MEMORY_COLUMNS.map(([c]) => c), encodeMemories(filled as MemoryRow[], w))),
-    );
-  } catch (err) {
-    if ((err as { code?: string }).code === '23505') return null;
-    throw err;
-  }
+  await tx.copyBinary('memories', MEMORY_COPY_COLUMNS, bytes);
   const ids = rows.map((r) => r.id);
   return { inserted: ids.length, updated: 0, insertedIds: ids, updatedIds: [] };
 }
