@@ -10,6 +10,9 @@ import { runCli, targetArgs, parseJson } from './helpers/cli.js';
 import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.js';
 import { makeFixture } from '../scripts/make-fixture.js';
 import { openDb, type Db, type TargetOptions } from '../src/target/connection.js';
+import { openSource } from '../src/source/sqlite-source.js';
+import { sentTexts } from './helpers/rerun.js';
+import postgres from 'postgres';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-embed-migrate-'));
 const fixturePath = join(dir, 'memory.db');
@@ -117,6 +120,67 @@ for (const target of testTargets()) {
         await db.close();
       }
     });
+
+    test(
+      'the next batch is embedded while a batch is being written',
+      // A second session must hold a lock while the run goes on: PGlite has one session.
+      { skip: target.name === 'pglite' ? 'needs a second database session (PostgreSQL only)' : false },
+      async () => {
+        const t = await target.fresh();
+        // Source rows 21..40 form the second batch at --batch-size 20.
+        const src = openSource(fixturePath);
+        const second = new Set<string>();
+        const first = new Set<string>();
+        try {
+          for (const row of src.rows({ limit: 40 })) (row.rowid <= 20 ? first : second).add(row.content);
+        } finally {
+          src.close();
+        }
+        for (const text of first) second.delete(text);
+
+        // While the first batch is embedded, a second session locks the ledger row, so the first
+        // batch's transaction blocks at its checkpoint and stays open.
+        const locker = postgres(t.databaseUrl!, { max: 1, onnotice: () => {} });
+        const conn = await locker.reserve();
+        let locking: Promise<unknown> | null = null;
+        api.reset();
+        api.setFaults(() => {
+          if (locking) return undefined;
+          locking = conn.unsafe('BEGIN').then(() => conn.unsafe('SELECT id FROM migration_runs FOR UPDATE'));
+          return { delayMs: 300 };
+        });
+        const run = runCli([...base(t), '--batch-size', '20'], env());
+        try {
+          let overlapped = false;
+          for (let waited = 0; waited < 30_000 && !overlapped; waited += 50) {
+            await new Promise((r) => setTimeout(r, 50));
+            if (!locking) continue;
+            await locking;
+            // The run's session waits for our row lock: batch 1's transaction is open.
+            const [blocked] = await conn.unsafe(
+              `SELECT count(*)::int AS n FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
+            );
+            const secondBatchSent = sentTexts(api.embeddingRequests).some((text) => second.has(text));
+            overlapped = blocked!["n"] === 1 && secondBatchSent;
+          }
+          assert.ok(overlapped, 'texts of batch 2 were sent to the API while batch 1 was still being written');
+        } finally {
+          await conn.unsafe('COMMIT').catch(() => {});
+          conn.release();
+          await locker.end();
+          api.setFaults(undefined);
+        }
+        const r = await run;
+        assert.equal(r.code, 0, r.stderr);
+        const report = parseJson(r);
+        const clean = await target.fresh();
+        const r2 = await runCli([...base(clean), '--batch-size', '20'], env());
+        assert.equal(r2.code, 0, r2.stderr);
+        assert.equal(report.memories.migrated, parseJson(r2).memories.migrated);
+        assert.deepEqual(await dump(t), await dump(clean));
+      },
+    );
 
     test('dry run prints the cost preflight and sends nothing', async () => {
       const t = await target.fresh();
