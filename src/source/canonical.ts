@@ -6,7 +6,63 @@ import crypto, { createHash } from 'node:crypto';
 
 /** NFC, CRLF/CR -> LF, trailing whitespace trimmed per line, exactly one final newline. */
 export function canonicalize(content: string): string {
-  const lines = content.normalize('NFC').replace(/\r\n?/g, '\n').split('\n');
+  // contentHash and dedupHash are called on the same text one after the other: remember the
+  // last answer (canonicalize is a pure function of the string).
+  if (content === lastContent) return lastCanonical;
+  const canonical = canonicalizeUncached(content);
+  lastContent = content;
+  lastCanonical = canonical;
+  return canonical;
+}
+
+let lastContent: string | undefined;
+let lastCanonical = '';
+
+function canonicalizeUncached(content: string): string {
+  const text = content.normalize('NFC');
+  // Most texts have no CR and no whitespace at the end of a line: then the canonical form is
+  // the text with its final newlines replaced by exactly one, and nothing needs splitting.
+  const n = text.length;
+  let prev = 10; // as if a newline came before the text
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 13) return canonicalizeLines(text);
+    if (c === 10 && prev !== 10 && mayTrim(prev)) return canonicalizeLines(text);
+    prev = c;
+  }
+  if (prev !== 10 && mayTrim(prev)) return canonicalizeLines(text);
+  let end = n;
+  while (end > 0 && text.charCodeAt(end - 1) === 10) end--;
+  if (end === n) return text + '\n';
+  if (end === n - 1) return text;
+  return text.slice(0, end) + '\n';
+}
+
+/**
+ * True for every UTF-16 code unit String.prototype.trimEnd may remove (ECMAScript WhiteSpace
+ * and LineTerminator: TAB VT FF SP NBSP ZWNBSP, Unicode Zs, LF CR LS PS), and a few more to be
+ * safe (all of C0, U+180E); a line ending in one of them takes the general path.
+ */
+function mayTrim(c: number): boolean {
+  if (c <= 0x20) return true;
+  if (c < 0xa0) return false;
+  return (
+    c === 0xa0 ||
+    c === 0x1680 ||
+    c === 0x180e ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
+}
+
+/** The general form: split into lines, trim each, drop trailing empty lines. */
+function canonicalizeLines(text: string): string {
+  const lines = text.replace(/\r\n?/g, '\n').split('\n');
   for (let i = 0; i < lines.length; i++) lines[i] = lines[i]!.trimEnd();
   let end = lines.length;
   while (end > 0 && lines[end - 1] === '') end--;

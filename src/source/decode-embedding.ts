@@ -125,6 +125,9 @@ function looksLikePickle(bytes: Uint8Array): boolean {
 
 function parseJsonArray(t: string): Parsed {
   if (!t.endsWith(']')) return { problem: 'unterminated JSON array' };
+  // '[' ... ']' around a plain list of JSON numbers: read it without building a JS array.
+  const fast = scanNumbers(t, 1, t.length - 1);
+  if (fast !== null) return { values: fast };
   let parsed: unknown;
   try {
     parsed = JSON.parse(t);
@@ -145,8 +148,95 @@ function parseJsonArray(t: string): Parsed {
 }
 
 function parseCsv(t: string): Parsed {
+  const fast = scanNumbers(t, 0, t.length);
+  if (fast !== null) return { values: fast };
   return parseTokens(t, 'comma-separated text');
 }
+
+/** 10^0 .. 10^22: every one exactly representable as a double. */
+const POW10 = Array.from({ length: 23 }, (_, i) => Number(`1e${i}`));
+
+/**
+ * Reads s[start, end) when it is exactly: JSON numbers separated by commas, with optional JSON
+ * whitespace (space, tab, CR, LF) around each, at least one number. Returns the values, the
+ * same doubles JSON.parse and Number() give (both are correctly rounded; short numbers are
+ * converted here with one exact-operand multiply or divide, which is correctly rounded too,
+ * anything longer by Number() itself). Returns null for anything else, including an empty
+ * list, a trailing comma, '+', '.5', '1.', leading zeros, NaN or Infinity: the caller then
+ * takes its general path, so the fast path only ever answers where that path gives the same.
+ */
+function scanNumbers(s: string, start: number, end: number): Float64Array | null {
+  let out = scratch;
+  let n = 0;
+  let i = start;
+  for (;;) {
+    let c = i < end ? s.charCodeAt(i) : -1;
+    while (c === 32 || c === 9 || c === 10 || c === 13) c = ++i < end ? s.charCodeAt(i) : -1;
+    // number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+    const numStart = i;
+    let negative = false;
+    if (c === 45 /* - */) {
+      negative = true;
+      c = ++i < end ? s.charCodeAt(i) : -1;
+    }
+    if (c < 48 || c > 57) return null;
+    let mantissa = 0;
+    let digits = 0;
+    if (c === 48) {
+      c = ++i < end ? s.charCodeAt(i) : -1;
+      if (c >= 48 && c <= 57) return null; // leading zero
+    } else {
+      while (c >= 48 && c <= 57) {
+        mantissa = mantissa * 10 + (c - 48);
+        digits++;
+        c = ++i < end ? s.charCodeAt(i) : -1;
+      }
+    }
+    let scale = 0;
+    if (c === 46 /* . */) {
+      c = ++i < end ? s.charCodeAt(i) : -1;
+      if (c < 48 || c > 57) return null;
+      while (c >= 48 && c <= 57) {
+        if (mantissa !== 0 || c !== 48) {
+          mantissa = mantissa * 10 + (c - 48);
+          digits++;
+        }
+        scale++;
+        c = ++i < end ? s.charCodeAt(i) : -1;
+      }
+    }
+    let exact = digits <= 15 && scale <= 22;
+    if (c === 101 || c === 69 /* e E */) {
+      c = ++i < end ? s.charCodeAt(i) : -1;
+      if (c === 43 || c === 45) c = ++i < end ? s.charCodeAt(i) : -1;
+      if (c < 48 || c > 57) return null;
+      while (c >= 48 && c <= 57) c = ++i < end ? s.charCodeAt(i) : -1;
+      exact = false; // exponents: leave the conversion to Number()
+    }
+    let value: number;
+    if (exact) {
+      // mantissa < 10^15 < 2^53 and 10^scale are exact, so one division rounds correctly.
+      value = scale === 0 ? mantissa : mantissa / POW10[scale]!;
+      if (negative) value = -value;
+    } else {
+      value = Number(s.slice(numStart, i));
+    }
+    if (n === out.length) {
+      const grown = new Float64Array(out.length * 2);
+      grown.set(out);
+      scratch = out = grown;
+    }
+    out[n++] = value;
+    while (c === 32 || c === 9 || c === 10 || c === 13) c = ++i < end ? s.charCodeAt(i) : -1;
+    if (c === -1) break;
+    if (c !== 44 /* , */) return null;
+    i++;
+  }
+  return out.slice(0, n);
+}
+
+/** Reused by scanNumbers (grown on demand); only a copy of the used part is handed out. */
+let scratch = new Float64Array(2048);
 
 function parseTokens(body: string, what: string): Parsed {
   const tokens = body.split(',');
@@ -176,6 +266,37 @@ function finish(encoding: 'json' | 'csv' | 'f32', v: Float32Array, expectedDims?
   if (expectedDims !== undefined && v.length !== expectedDims) {
     return bad(`wrong length ${v.length}, expected ${expectedDims}`);
   }
+  // Fast check: the squares are >= 0 (or NaN), so the sum is finite only when every element
+  // is finite (a float32's square cannot overflow a double, even summed over any real length),
+  // and it is 0 only when every element is 0. Four accumulators keep the loop short; only a
+  // vector that fails goes through the element-by-element loop that names the first bad index.
+  const n = v.length;
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let i = 0;
+  for (; i + 3 < n; i += 4) {
+    const x0 = v[i]!;
+    const x1 = v[i + 1]!;
+    const x2 = v[i + 2]!;
+    const x3 = v[i + 3]!;
+    s0 += x0 * x0;
+    s1 += x1 * x1;
+    s2 += x2 * x2;
+    s3 += x3 * x3;
+  }
+  for (; i < n; i++) {
+    const x = v[i]!;
+    s0 += x * x;
+  }
+  const total = s0 + s1 + s2 + s3;
+  if (Number.isFinite(total) && total !== 0) return { encoding, vector: v };
+  return checkSlow(encoding, v);
+}
+
+/** The element-by-element check: the first non-finite element, else a zero norm. */
+function checkSlow(encoding: 'json' | 'csv' | 'f32', v: Float32Array): DecodedEmbedding {
   let sum = 0;
   for (let i = 0; i < v.length; i++) {
     const x = v[i]!;

@@ -239,16 +239,28 @@ interface Columns {
   pageSize: number;
 }
 
-interface RawRow {
-  r: number;
-  id: string | null;
-  user_id: string | null;
-  content: Buffer | string | null;
-  embedding: unknown;
-  metadata: unknown;
-  created_at: unknown;
-  updated_at: unknown;
-}
+/**
+ * One row of the page query, read with .raw(true): an array in select-list order (no per-row
+ * object with named keys to build). Indexes: R_ROWID ... R_UPDATED below.
+ */
+type RawRow = [
+  r: number,
+  id: string | null,
+  userId: string | null,
+  content: Buffer | string | null,
+  embedding: unknown,
+  metadata: unknown,
+  createdAt: unknown,
+  updatedAt: unknown,
+];
+const R_ROWID = 0;
+const R_ID = 1;
+const R_USER_ID = 2;
+const R_CONTENT = 3;
+const R_EMBEDDING = 4;
+const R_METADATA = 5;
+const R_CREATED = 6;
+const R_UPDATED = 7;
 
 function memorySource(
   db: Database.Database,
@@ -287,37 +299,50 @@ function memorySource(
     let content: string;
     let contentBytes: number;
     let contentProblem: string | undefined;
-    if (raw.content === null) {
+    const rawContent = raw[R_CONTENT];
+    if (rawContent === null) {
       content = '';
       contentBytes = 0;
       contentProblem = 'content is NULL';
-    } else if (typeof raw.content === 'string') {
-      content = raw.content;
+    } else if (typeof rawContent === 'string') {
+      content = rawContent;
       contentBytes = Buffer.byteLength(content, 'utf8');
     } else {
-      contentBytes = raw.content.byteLength;
+      contentBytes = rawContent.byteLength;
       try {
-        content = decoder.decode(raw.content);
+        content = decoder.decode(rawContent);
       } catch {
-        content = lossy.decode(raw.content);
+        content = lossy.decode(rawContent);
         contentProblem = 'content is not valid UTF-8';
       }
     }
-    const meta = parseMetadata(raw.metadata);
+    const r = raw[R_ROWID];
+    const meta = parseMetadata(raw[R_METADATA]);
     const row: SourceRow = {
-      rowid: Number(raw.r),
-      id: raw.id ?? `rowid:${raw.r}`,
-      userId: raw.user_id,
+      rowid: Number(r),
+      id: raw[R_ID] ?? `rowid:${r}`,
+      userId: raw[R_USER_ID],
       content,
       contentBytes,
-      embedding: decodeEmbedding(raw.embedding),
+      embedding: decodeEmbedding(raw[R_EMBEDDING]),
       metadata: meta.metadata,
-      createdAt: parseTimestamp(raw.created_at),
-      updatedAt: parseTimestamp(raw.updated_at),
+      createdAt: parseTimestamp(raw[R_CREATED]),
+      updatedAt: parseTimestamp(raw[R_UPDATED]),
     };
     if (contentProblem) row.contentProblem = contentProblem;
     if (meta.warning) row.metadataWarning = meta.warning;
     return row;
+  }
+
+  // Page statements, prepared once per SQL text (at most a few filter shapes per source).
+  const pageStatements = new Map<string, Database.Statement>();
+  function pageStatement(sql: string): Database.Statement {
+    let stmt = pageStatements.get(sql);
+    if (stmt === undefined) {
+      stmt = db.prepare(sql).raw(true);
+      pageStatements.set(sql, stmt);
+    }
+    return stmt;
   }
 
   return {
@@ -339,11 +364,11 @@ function memorySource(
         const take = Math.min(c.pageSize, remaining);
         const w = where(filter, after);
         const sql = `${select}${w.sql} ORDER BY rowid LIMIT ?`;
-        const page = guard(() => db.prepare(sql).all(...w.params, take) as RawRow[]);
-        for (const raw of page) yield toRow(raw);
+        const page = guard(() => pageStatement(sql).all(...w.params, take) as RawRow[]);
+        for (let i = 0; i < page.length; i++) yield toRow(page[i]!);
         if (page.length < take) return;
         remaining -= page.length;
-        after = Number(page[page.length - 1]!.r);
+        after = Number(page[page.length - 1]![R_ROWID]);
       }
     },
     users(filter = {}) {

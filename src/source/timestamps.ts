@@ -20,8 +20,84 @@ export function parseTimestamp(value: unknown): Date | null {
   if (typeof value !== 'string') return null;
   const s = value.trim();
   if (s === '') return null;
+  // The common exact shapes first; anything they do not fully accept goes the general way.
+  if (s.length >= 19 && s.charCodeAt(4) === 45 /* - */) {
+    const t = fastText(s);
+    if (t !== undefined) return t;
+  }
   if (NUMERIC.test(s)) return fromEpoch(Number(s));
   return fromText(s);
+}
+
+/**
+ * What fromText returns for the exact shapes 'YYYY-MM-DD HH:MM:SS' and
+ * 'YYYY-MM-DDTHH:MM:SS[.fff][Z]' (separator T, t or space; zone Z or z; exactly 3 fraction
+ * digits), read without a regular expression; undefined for any other shape, which the caller
+ * hands to fromText. Years below 100 are left to fromText too.
+ */
+function fastText(s: string): Date | null | undefined {
+  const n = s.length;
+  const sep = s.charCodeAt(10);
+  if (
+    s.charCodeAt(7) !== 45 /* - */ ||
+    (sep !== 32 /* space */ && sep !== 84 /* T */ && sep !== 116) /* t */ ||
+    s.charCodeAt(13) !== 58 /* : */ ||
+    s.charCodeAt(16) !== 58 /* : */
+  ) {
+    return undefined;
+  }
+  let ms = 0;
+  if (n !== 19) {
+    // Accepted tails: 'Z' | 'z' | '.fff' | ',fff' | '.fffZ' | ',fffz' ...
+    let end = n;
+    const last = s.charCodeAt(n - 1);
+    if (last === 90 /* Z */ || last === 122 /* z */) end = n - 1;
+    if (end !== 19) {
+      const point = s.charCodeAt(19);
+      if (end !== 23 || (point !== 46 /* . */ && point !== 44) /* , */) return undefined;
+      const f = digits3(s, 20);
+      if (f < 0) return undefined;
+      ms = FRACTION_MS[f]!;
+    }
+  }
+  const year = digits2(s, 0) * 100 + digits2(s, 2);
+  const month = digits2(s, 5);
+  const day = digits2(s, 8);
+  const hour = digits2(s, 11);
+  const minute = digits2(s, 14);
+  const second = digits2(s, 17);
+  // A non-digit makes its pair negative, and so the sum.
+  if (year < 100 || month < 0 || day < 0 || hour < 0 || minute < 0 || second < 0) return undefined;
+  if (month < 1 || month > 12 || day < 1 || day > 31) return null;
+  if (hour > 23 || minute > 59 || second > 60) return null; // 60: a leap second, clamped below
+  if (day > daysInMonth(year, month)) return null; // Feb 30 and the like do not exist
+  return valid(new Date(Date.UTC(year, month - 1, day, hour, minute, Math.min(second, 59), ms)));
+}
+
+/** The number written by the two ASCII digits at s[i], s[i+1]; negative if either is not a digit. */
+function digits2(s: string, i: number): number {
+  const a = s.charCodeAt(i) - 48;
+  const b = s.charCodeAt(i + 1) - 48;
+  if (a < 0 || a > 9 || b < 0 || b > 9) return -10_000;
+  return a * 10 + b;
+}
+
+/** The number written by the three ASCII digits at s[i..i+2]; negative if any is not a digit. */
+function digits3(s: string, i: number): number {
+  const c = s.charCodeAt(i + 2) - 48;
+  if (c < 0 || c > 9) return -1;
+  const ab = digits2(s, i);
+  return ab < 0 ? -1 : ab * 10 + c;
+}
+
+/** fromText's milliseconds for each 3-digit fraction, computed by fromText's own expression. */
+const FRACTION_MS = new Float64Array(1000);
+for (let f = 0; f < 1000; f++) FRACTION_MS[f] = Math.floor(Number(`0.${String(f).padStart(3, '0')}`) * 1000);
+
+/** Days in a month of the proleptic Gregorian calendar (the one Date uses). */
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
 }
 
 function fromEpoch(n: number): Date | null {
