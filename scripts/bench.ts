@@ -10,7 +10,11 @@
 //   npm run bench                       10k and 100k rows
 //   npm run bench -- --quick            10k only
 //   node dist/scripts/bench.js --rows 20000,50000 [--dims 1536] [--only mm,psql-binary]
-//        [--batch-size N] [--keep]
+//        [--batch-size N] [--repeat 3] [--keep]
+//
+// memory-migrate and the psql ceilings run --repeat times each (default 3), interleaved, and
+// their medians are compared: the machines this runs on are shared, and one run of each can
+// land in different weather.
 //
 // The server: $BENCH_DATABASE_URL, else $TEST_DATABASE_URL, else `bash scripts/setup-postgres.sh`
 // (as the tests and CI start it). The URL's user must be able to CREATE/DROP DATABASE.
@@ -501,12 +505,14 @@ interface Args {
   only: Set<string> | null;
   batchSize: number | null;
   keep: boolean;
+  /** Runs of memory-migrate and of each psql ceiling per size (interleaved; medians reported). */
+  repeat: number;
 }
 
 const CONTENDERS = ['mm', 'psql-text', 'psql-binary', 'pgloader', 'naive', 'pglite'] as const;
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { rows: [10_000, 100_000], dims: 1536, only: null, batchSize: null, keep: false };
+  const a: Args = { rows: [10_000, 100_000], dims: 1536, only: null, batchSize: null, keep: false, repeat: 3 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const val = () => {
@@ -520,12 +526,14 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--only') a.only = new Set(val().split(','));
     else if (k === '--batch-size') a.batchSize = Number(val());
     else if (k === '--keep') a.keep = true;
+    else if (k === '--repeat') a.repeat = Number(val());
     else if (k === '--help' || k === '-h') {
-      console.log('usage: node dist/scripts/bench.js [--rows 10000,100000] [--quick] [--dims 1536] [--only ' + CONTENDERS.join(',') + '] [--batch-size N] [--keep]');
+      console.log('usage: node dist/scripts/bench.js [--rows 10000,100000] [--quick] [--dims 1536] [--only ' + CONTENDERS.join(',') + '] [--batch-size N] [--repeat 3] [--keep]');
       process.exit(0);
     } else throw new Error(`unknown argument ${k}`);
   }
   if (a.rows.some((n) => !Number.isInteger(n) || n < 100)) throw new Error('--rows: comma-separated integers >= 100');
+  if (!Number.isInteger(a.repeat) || a.repeat < 1) throw new Error('--repeat: an integer >= 1');
   if (a.only) for (const c of a.only) if (!(CONTENDERS as readonly string[]).includes(c)) throw new Error(`--only: unknown contender ${c}`);
   return a;
 }
@@ -537,6 +545,12 @@ function serverUrl(): { url: string; how: string } {
   const url = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !/^postgres(ql)?:\/\//.test(url)) throw new Error('scripts/setup-postgres.sh did not print a database URL');
   return { url, how: 'scripts/setup-postgres.sh' };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -579,33 +593,63 @@ async function main() {
         fixtures[fixtures.length - 1] += `; ${fmtInt(w.rows)} memory rows to store; CSV ${(w.csvBytes / 1e6).toFixed(0)} MB, binary COPY ${(w.binBytes / 1e6).toFixed(0)} MB, written in ${fmtS(performance.now() - t0)} s`;
       }
 
-      if (want('mm')) {
-        const db = await server.fresh(`mm_${n}`);
-        const extra = args.batchSize ? ['--batch-size', String(args.batchSize)] : [];
-        const { report, t, seeded } = await runMemoryMigrate({ databaseUrl: db }, fixture, args.dims, work, extra);
-        const loaded = await server.count(db, 'SELECT count(*) AS n FROM memories');
-        const loadMs = report.timings.loadMs as number;
-        const indexMs = report.timings.indexMs as number;
-        const mm = { loadMs, indexMs, wallMs: t.ms, read: report.memories.read + report.fragments.read };
-        const note = `0 API requests, ${report.embeddings.reused} vectors reused, ${seeded} texts pre-cached`;
-        add({ contender: 'memory-migrate: to loaded', loaded, ms: loadMs, rssKb: t.rssKb, note, mm });
-        add({ contender: 'memory-migrate: + index build', loaded, ms: loadMs + indexMs, rssKb: null, note: `ivfflat ${indexMs} ms` });
-        add({ contender: 'memory-migrate: CLI wall time', loaded, ms: t.ms, rssKb: null, note: 'whole process: start-up, source checksum, schema check, load, indexes' });
-        if (!args.keep) await server.drop(db);
+      // memory-migrate and the two psql ceilings run interleaved, --repeat times each, and the
+      // median is reported: on a shared machine one run of each can land in different weather.
+      const mmRuns: { loadMs: number; indexMs: number; wallMs: number; rssKb: number | null; loaded: number; note: string; read: number }[] = [];
+      const textRuns: Timed[] = [];
+      const binRuns: Timed[] = [];
+      let textLoaded = 0;
+      let binLoaded = 0;
+      for (let round = 0; round < args.repeat; round++) {
+        if (want('mm')) {
+          const db = await server.fresh(`mm_${n}`);
+          const extra = args.batchSize ? ['--batch-size', String(args.batchSize)] : [];
+          const { report, t, seeded } = await runMemoryMigrate({ databaseUrl: db }, fixture, args.dims, work, extra);
+          const loaded = await server.count(db, 'SELECT count(*) AS n FROM memories');
+          mmRuns.push({
+            loadMs: report.timings.loadMs as number,
+            indexMs: report.timings.indexMs as number,
+            wallMs: t.ms,
+            rssKb: t.rssKb,
+            loaded,
+            read: report.memories.read + report.fragments.read,
+            note: `0 API requests, ${report.embeddings.reused} vectors reused, ${seeded} texts pre-cached`,
+          });
+          log(`${n} memory-migrate run ${round + 1}: loaded in ${fmtS(report.timings.loadMs)} s`);
+          if (!args.keep) await server.drop(db);
+        }
+        if (want('psql-text')) {
+          const db = await server.fresh(`text_${n}`);
+          await withDb({ databaseUrl: db }, (d) => installSchema(d, { dimensions: args.dims }));
+          textRuns.push(await psqlCopy(db, csvPath, 'csv', work));
+          textLoaded = await server.count(db, 'SELECT count(*) AS n FROM memories');
+          if (!args.keep) await server.drop(db);
+        }
+        if (want('psql-binary')) {
+          const db = await server.fresh(`bin_${n}`);
+          await withDb({ databaseUrl: db }, (d) => installSchema(d, { dimensions: args.dims }));
+          binRuns.push(await psqlCopy(db, binPath, 'binary', work));
+          binLoaded = await server.count(db, 'SELECT count(*) AS n FROM memories');
+          if (!args.keep) await server.drop(db);
+        }
       }
-      if (want('psql-text')) {
-        const db = await server.fresh(`text_${n}`);
-        await withDb({ databaseUrl: db }, (d) => installSchema(d, { dimensions: args.dims }));
-        const t = await psqlCopy(db, csvPath, 'csv', work);
-        add({ contender: 'psql \\copy CSV (text vectors)', loaded: await server.count(db, 'SELECT count(*) AS n FROM memories'), ms: t.ms, rssKb: t.rssKb, note: '' });
-        if (!args.keep) await server.drop(db);
+      const runsNote = (ms: number[]) => (ms.length > 1 ? `median of ${ms.length} runs: ${ms.map(fmtS).join(', ')} s` : '');
+      if (mmRuns.length > 0) {
+        const load = median(mmRuns.map((r) => r.loadMs));
+        const withIndex = median(mmRuns.map((r) => r.loadMs + r.indexMs));
+        const wall = median(mmRuns.map((r) => r.wallMs));
+        const rss = mmRuns.every((r) => r.rssKb !== null) ? Math.max(...mmRuns.map((r) => r.rssKb!)) : null;
+        const r0 = mmRuns[0]!;
+        const mm = { loadMs: load, indexMs: withIndex - load, wallMs: wall, read: r0.read };
+        add({ contender: 'memory-migrate: to loaded', loaded: r0.loaded, ms: load, rssKb: rss, note: [r0.note, runsNote(mmRuns.map((r) => r.loadMs))].filter(Boolean).join('; '), mm });
+        add({ contender: 'memory-migrate: + index build', loaded: r0.loaded, ms: withIndex, rssKb: null, note: `ivfflat ${Math.round(withIndex - load)} ms` });
+        add({ contender: 'memory-migrate: CLI wall time', loaded: r0.loaded, ms: wall, rssKb: null, note: 'whole process: start-up, source checksum, schema check, load, indexes' });
       }
-      if (want('psql-binary')) {
-        const db = await server.fresh(`bin_${n}`);
-        await withDb({ databaseUrl: db }, (d) => installSchema(d, { dimensions: args.dims }));
-        const t = await psqlCopy(db, binPath, 'binary', work);
-        add({ contender: 'psql \\copy binary', loaded: await server.count(db, 'SELECT count(*) AS n FROM memories'), ms: t.ms, rssKb: t.rssKb, note: '' });
-        if (!args.keep) await server.drop(db);
+      if (textRuns.length > 0) {
+        add({ contender: 'psql \\copy CSV (text vectors)', loaded: textLoaded, ms: median(textRuns.map((t) => t.ms)), rssKb: textRuns[0]!.rssKb, note: runsNote(textRuns.map((t) => t.ms)) });
+      }
+      if (binRuns.length > 0) {
+        add({ contender: 'psql \\copy binary', loaded: binLoaded, ms: median(binRuns.map((t) => t.ms)), rssKb: binRuns[0]!.rssKb, note: runsNote(binRuns.map((t) => t.ms)) });
       }
       rmSync(csvPath, { force: true });
       rmSync(binPath, { force: true });

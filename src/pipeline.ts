@@ -558,6 +558,10 @@ async function commitBatch(opts: PipelineOptions, state: RunState, batch: Prepar
 async function writeBatch(opts: PipelineOptions, tx: Db, batch: PreparedBatch, result: PipelineResult, direct: boolean) {
   const { survivors, fragments } = batch;
   const sideDone = together(tx, [
+    // Each batch commits with its ledger checkpoint: should the server lose the last commits
+    // in a crash, the ledger loses them too and a re-run writes them again. So a batch need
+    // not wait for its WAL flush (finishRun's ordinary commit flushes everything before it).
+    () => (tx.kind === 'postgres' ? tx.exec('SET LOCAL synchronous_commit = off') : null),
     () =>
       batch.staleDuplicates.length > 0
         ? tx.query(`DELETE FROM memory_duplicates WHERE duplicate_id = ANY($1::text[]) AND dedup_type = 'exact'`, [batch.staleDuplicates])
