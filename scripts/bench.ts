@@ -13,7 +13,7 @@
 //        [--batch-size N] [--repeat 3] [--keep]
 //
 // memory-migrate and the psql ceilings run --repeat times each (default 3), interleaved, and
-// their medians are compared: the machines this runs on are shared, and one run of each can
+// their medians (times, and memory-migrate's peak RSS) are compared: the machines this runs on are shared, and one run of each can
 // land in different weather.
 //
 // The server: $BENCH_DATABASE_URL, else $TEST_DATABASE_URL, else `bash scripts/setup-postgres.sh`
@@ -615,7 +615,7 @@ async function main() {
             read: report.memories.read + report.fragments.read,
             note: `0 API requests, ${report.embeddings.reused} vectors reused, ${seeded} texts pre-cached`,
           });
-          log(`${n} memory-migrate run ${round + 1}: loaded in ${fmtS(report.timings.loadMs)} s`);
+          log(`${n} memory-migrate run ${round + 1}: loaded in ${fmtS(report.timings.loadMs)} s, peak RSS ${fmtMb(t.rssKb)}`);
           if (!args.keep) await server.drop(db);
         }
         if (want('psql-text')) {
@@ -638,10 +638,11 @@ async function main() {
         const load = median(mmRuns.map((r) => r.loadMs));
         const withIndex = median(mmRuns.map((r) => r.loadMs + r.indexMs));
         const wall = median(mmRuns.map((r) => r.wallMs));
-        const rss = mmRuns.every((r) => r.rssKb !== null) ? Math.max(...mmRuns.map((r) => r.rssKb!)) : null;
+        const rss = mmRuns.every((r) => r.rssKb !== null) ? median(mmRuns.map((r) => r.rssKb!)) : null;
         const r0 = mmRuns[0]!;
         const mm = { loadMs: load, indexMs: withIndex - load, wallMs: wall, read: r0.read };
-        add({ contender: 'memory-migrate: to loaded', loaded: r0.loaded, ms: load, rssKb: rss, note: [r0.note, runsNote(mmRuns.map((r) => r.loadMs))].filter(Boolean).join('; '), mm });
+        const rssNote = mmRuns.length > 1 && rss !== null ? `peak RSS per run ${mmRuns.map((r) => fmtMb(r.rssKb)).join(', ')}` : '';
+        add({ contender: 'memory-migrate: to loaded', loaded: r0.loaded, ms: load, rssKb: rss, note: [r0.note, runsNote(mmRuns.map((r) => r.loadMs)), rssNote].filter(Boolean).join('; '), mm });
         add({ contender: 'memory-migrate: + index build', loaded: r0.loaded, ms: withIndex, rssKb: null, note: `ivfflat ${Math.round(withIndex - load)} ms` });
         add({ contender: 'memory-migrate: CLI wall time', loaded: r0.loaded, ms: wall, rssKb: null, note: 'whole process: start-up, source checksum, schema check, load, indexes' });
       }
