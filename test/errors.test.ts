@@ -603,7 +603,7 @@ describe('embeddings: refused before anything is written', { concurrency: 4 }, (
 
   test('a base URL that is not a URL', async () => {
     const { res, t } = await run([], { OPENAI_API_KEY: 'sk-some-key-1234567', OPENAI_BASE_URL: 'api.openai.com/v1' });
-    assertOneLineUsage(res, /OPENAI_BASE_URL .* is not a URL: api\.openai\.com\/v1 \(expected e\.g\. https:\/\/api\.openai\.com\/v1\)/);
+    assertOneLineUsage(res, /^memory-migrate: OPENAI_BASE_URL is not a URL: api\.openai\.com\/v1 \(expected e\.g\. https:\/\/api\.openai\.com\/v1\)/);
     await assertNothingWritten(t);
   });
 

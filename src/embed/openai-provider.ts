@@ -564,10 +564,10 @@ export function validateBaseURL(raw: string): string {
   try {
     url = new URL(raw);
   } catch {
-    throw new UsageError(`OPENAI_BASE_URL / --base-url is not a URL: ${maskUrl(raw)} (expected e.g. https://api.openai.com/v1)`);
+    throw new UsageError(`OPENAI_BASE_URL is not a URL: ${maskUrl(raw)} (expected e.g. https://api.openai.com/v1)`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new UsageError(`OPENAI_BASE_URL / --base-url must be an http(s) URL, got ${maskUrl(raw)}`);
+    throw new UsageError(`OPENAI_BASE_URL must be an http(s) URL, got ${maskUrl(raw)} (expected e.g. https://api.openai.com/v1)`);
   }
   return raw.replace(/\/+$/, '');
 }
