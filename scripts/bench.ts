@@ -33,10 +33,10 @@ import type { SourceRow } from '../src/source/types.js';
 import { contentHash, dedupHash } from '../src/source/canonical.js';
 import { cacheKeyForText, EmbeddingCache } from '../src/embed/cache.js';
 import { defaultFragments } from '../src/target/fragments.js';
-import { BinaryCopyWriter, type CopyColumnType } from '../src/target/copy-binary.js';
+import { addMemoryRow, memoryCopyWriter, MEMORY_COPY_COLUMNS, type MemoryRow } from '../src/target/writer.js';
 import { openDb, type Db, type TargetOptions } from '../src/target/connection.js';
 import { installSchema } from '../src/target/schema.js';
-import { MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../src/pipeline.js';
+import { categoryOf, importanceOf, MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../src/pipeline.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'cli.js');
@@ -128,34 +128,9 @@ export async function startNoEmbeddingApi(models: string[] = [BENCH_MODEL]): Pro
 // ------------------------------------------------------------------ the rows a load stores
 
 /** The memory rows memory-migrate stores from a file (same skip and exact-dedup rules). */
-interface BenchRow {
-  id: string;
-  userId: string;
-  content: string;
-  contentHash: string;
-  dedupHash: string;
-  embedding: Float32Array | null;
-  embeddingModel: string | null;
-  metadata: Record<string, unknown>;
-  createdAt: Date | null;
-  updatedAt: Date | null;
-}
+const COLUMN_LIST = MEMORY_COPY_COLUMNS.join(', ');
 
-const COPY_COLUMNS: [string, CopyColumnType][] = [
-  ['id', 'text'],
-  ['user_id', 'text'],
-  ['content', 'text'],
-  ['content_hash', 'text'],
-  ['dedup_hash', 'text'],
-  ['embedding', 'vector'],
-  ['embedding_model', 'text'],
-  ['metadata', 'jsonb'],
-  ['created_at', 'timestamptz'],
-  ['updated_at', 'timestamptz'],
-];
-const COLUMN_LIST = COPY_COLUMNS.map(([c]) => c).join(', ');
-
-function* memoryRows(path: string, dims: number): Generator<BenchRow> {
+function* memoryRows(path: string, dims: number): Generator<MemoryRow> {
   const src = openSource(path);
   const seenKeys = new Set<string>();
   const seenIds = new Map<string, string>();
@@ -179,6 +154,8 @@ function* memoryRows(path: string, dims: number): Generator<BenchRow> {
         embedding: v,
         embeddingModel: v ? BENCH_MODEL : null,
         metadata: row.metadata,
+        category: categoryOf(row.metadata),
+        importanceScore: importanceOf(row.metadata),
         createdAt: row.createdAt,
         updatedAt: row.updatedAt ?? row.createdAt,
       };
@@ -227,7 +204,7 @@ const csvText = (s: string | null): string => (s === null ? '' : `"${s.replace(/
 function writeCopyFiles(fixture: string, dims: number, csvPath: string, binPath: string) {
   const csv = new FileSink(csvPath);
   const bin = new FileSink(binPath);
-  const writer = new BinaryCopyWriter(COPY_COLUMNS.map(([, t]) => t), { initialBytes: 16 * 1024 * 1024 });
+  const writer = memoryCopyWriter();
   const HEADER_BYTES = 19;
   let first = true;
   let rows = 0;
@@ -252,11 +229,13 @@ function writeCopyFiles(fixture: string, dims: number, csvPath: string, binPath:
         r.embedding ? `"${pgvector.toSql(Array.from(r.embedding))}"` : '',
         csvText(r.embeddingModel),
         csvText(JSON.stringify(r.metadata)),
+        csvText(r.category),
+        String(r.importanceScore),
         created.toISOString(),
         updated.toISOString(),
       ].join(',') + '\n',
     );
-    writer.addRow([r.id, r.userId, r.content, r.contentHash, r.dedupHash, r.embedding, r.embeddingModel, r.metadata, created, updated]);
+    addMemoryRow(writer, { ...r, createdAt: created, updatedAt: updated });
     if (writer.byteLength >= 8 * 1024 * 1024) flushBin();
   }
   if (writer.rowCount > 0 || first) flushBin();
@@ -465,7 +444,7 @@ async function runPgloader(
 
 async function naiveLoop(url: string, fixture: string, dims: number): Promise<number> {
   const sql = postgres(url, { max: 1, onnotice: () => {} });
-  const cols = ['id', 'user_id', 'content', 'content_hash', 'dedup_hash', 'embedding', 'embedding_model', 'metadata', 'created_at', 'updated_at'];
+  const cols = [...MEMORY_COPY_COLUMNS];
   let batch: Record<string, unknown>[] = [];
   let n = 0;
   const flush = async () => {
@@ -485,6 +464,8 @@ async function naiveLoop(url: string, fixture: string, dims: number): Promise<nu
         embedding: r.embedding ? pgvector.toSql(Array.from(r.embedding)) : null,
         embedding_model: r.embeddingModel,
         metadata: JSON.stringify(r.metadata),
+        category: r.category,
+        importance_score: r.importanceScore,
         created_at: r.createdAt ?? new Date(),
         updated_at: r.updatedAt ?? r.createdAt ?? new Date(),
       });

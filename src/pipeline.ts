@@ -295,14 +295,14 @@ function skipReason(row: SourceRow & { idClash?: string }): string | null {
   return null;
 }
 
-function importanceOf(md: Record<string, unknown>): number {
+export function importanceOf(md: Record<string, unknown>): number {
   const v = md['importance_score'] ?? md['importance'];
   if (typeof v === 'number' && Number.isFinite(v)) return v;
   const named: Record<string, number> = { critical: 1.0, high: 1.0, medium: 0.6, low: 0.3 };
   return typeof v === 'string' && v.toLowerCase() in named ? named[v.toLowerCase()]! : 1.0;
 }
 
-function categoryOf(md: Record<string, unknown>): string | null {
+export function categoryOf(md: Record<string, unknown>): string | null {
   const c = md['category'];
   return typeof c === 'string' && c.length > 0 ? c.slice(0, 100) : null;
 }

@@ -60,7 +60,8 @@ export function memoryCopyWriter(): BinaryCopyWriter {
 }
 
 const MEMORY_COPY_TYPES = MEMORY_COLUMNS.map(([, t]) => t);
-const MEMORY_COPY_COLUMNS = MEMORY_COLUMNS.map(([c]) => c);
+/** The memories columns encodeMemories writes, in order. */
+export const MEMORY_COPY_COLUMNS = MEMORY_COLUMNS.map(([c]) => c);
 
 /**
  * Encodes memory rows as one PGCOPY binary stream for the memories columns above. The bytes
