@@ -34,7 +34,7 @@ import { contentHash, dedupHash } from '../src/source/canonical.js';
 import { cacheKeyForText, EmbeddingCache } from '../src/embed/cache.js';
 import { defaultFragments } from '../src/target/fragments.js';
 import { addMemoryRow, memoryCopyWriter, MEMORY_COPY_COLUMNS, type MemoryRow } from '../src/target/writer.js';
-import { openDb, type Db, type TargetOptions } from '../src/target/connection.js';
+import { openDb, withDb, type Db, type TargetOptions } from '../src/target/connection.js';
 import { installSchema } from '../src/target/schema.js';
 import { categoryOf, importanceOf, MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../src/pipeline.js';
 
@@ -691,14 +691,6 @@ async function main() {
   printReport(args, version, fixtures, results);
 }
 
-async function withDb<T>(t: TargetOptions, fn: (db: Db) => Promise<T>): Promise<T> {
-  const db = await openDb(t);
-  try {
-    return await fn(db);
-  } finally {
-    await db.close();
-  }
-}
 
 function printReport(args: Args, version: string, fixtures: string[], results: Result[]) {
   const lines: string[] = [];

@@ -9,6 +9,7 @@ import Database from 'better-sqlite3';
 import { existsSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { LAYOUT_A_SQL } from '../src/store/sqlite-store.js';
 
 export type FixtureEncoding = 'json' | 'csv' | 'f32' | 'mixed';
 
@@ -448,20 +449,6 @@ function shuffle<T>(arr: T[], r: R): void {
 // ---------------------------------------------------------------------------------------
 // Writing.
 
-const SCHEMA = `
-    CREATE TABLE memories (
-      id TEXT PRIMARY KEY,
-      user_id TEXT NOT NULL,
-      content TEXT NOT NULL,
-      embedding BLOB,
-      metadata TEXT,
-      created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
-      updated_at DATETIME DEFAULT CURRENT_TIMESTAMP
-    );
-    CREATE INDEX idx_user_id ON memories(user_id);
-    CREATE INDEX idx_created_at ON memories(created_at);
-`;
-
 function sqliteTime(ms: number): string {
   return new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
 }
@@ -504,7 +491,7 @@ function writePlan(
   try {
     db.pragma('journal_mode = MEMORY');
     db.pragma('synchronous = OFF');
-    db.exec(SCHEMA);
+    db.exec(LAYOUT_A_SQL);
     const insert = db.prepare(
       'INSERT INTO memories (id, user_id, content, embedding, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );

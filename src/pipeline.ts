@@ -280,6 +280,21 @@ function skip(opts: PipelineOptions, result: PipelineResult, row: SourceRow, rea
   opts.onSkip?.(s);
 }
 
+/** A row found to duplicate `originalId`: recorded for memory_duplicates and counted. */
+function recordDuplicate(
+  result: PipelineResult,
+  duplicates: DuplicateRow[],
+  mem: MemoryRow,
+  originalId: string,
+  similarity: number,
+  type: DuplicateRow['type'],
+) {
+  duplicates.push({ originalId, duplicateId: mem.id, userId: mem.userId, duplicateHash: mem.contentHash, similarity, type });
+  result.memories.duplicates[type]++;
+  result.memories.duplicates.total++;
+  userCounts(result, mem.userId).duplicates++;
+}
+
 function warn(result: PipelineResult, what: string) {
   result.memories.warnings[what] = (result.memories.warnings[what] ?? 0) + 1;
 }
@@ -421,17 +436,7 @@ async function prepareBatch(opts: PipelineOptions, state: RunState, rows: Source
     if (storedOwner !== undefined && (currentKey(storedOwner) ?? key) !== key) storedOwner = undefined;
     const owner = batchKeys.get(key) ?? storedOwner ?? inflight?.owners.get(key) ?? state.runKeys?.get(key);
     if (owner !== undefined && owner !== mem.id) {
-      m.duplicates.exact++;
-      m.duplicates.total++;
-      uc.duplicates++;
-      duplicates.push({
-        originalId: owner,
-        duplicateId: mem.id,
-        userId: mem.userId,
-        duplicateHash: mem.contentHash,
-        similarity: 1.0,
-        type: 'exact',
-      });
+      recordDuplicate(counts, duplicates, mem, owner, 1.0, 'exact');
       continue;
     }
     batchKeys.set(key, mem.id);
@@ -768,17 +773,7 @@ async function fuzzyDedup(
       if (score >= threshold && (!match || score > match.score)) match = { id: other.id, score };
     }
     if (match) {
-      duplicates.push({
-        originalId: match.id,
-        duplicateId: mem.id,
-        userId: mem.userId,
-        duplicateHash: mem.contentHash,
-        similarity: match.score,
-        type: 'fuzzy',
-      });
-      result.memories.duplicates.fuzzy++;
-      result.memories.duplicates.total++;
-      userCounts(result, mem.userId).duplicates++;
+      recordDuplicate(result, duplicates, mem, match.id, match.score, 'fuzzy');
       if (opts.dedup.skipMatches) continue;
     }
     list.push({ id: mem.id, words });
@@ -840,17 +835,7 @@ async function semanticDedup(
       if (!match || o.score > match.score) match = { id: o.id, score: o.score };
     }
     if (!match) return;
-    duplicates.push({
-      originalId: match.id,
-      duplicateId: mem.id,
-      userId: mem.userId,
-      duplicateHash: mem.contentHash,
-      similarity: match.score,
-      type: 'semantic',
-    });
-    result.memories.duplicates.semantic++;
-    result.memories.duplicates.total++;
-    userCounts(result, mem.userId).duplicates++;
+    recordDuplicate(result, duplicates, mem, match.id, match.score, 'semantic');
     if (opts.dedup.skipMatches) dropped.add(i);
   });
   if (dropped.size === 0) return;

@@ -12,7 +12,7 @@ import { basename, join } from 'node:path';
 import { testTargets } from './helpers/targets.js';
 import { runCli, targetArgs, parseJson, sha256File } from './helpers/cli.js';
 import { makeFixture } from '../scripts/make-fixture.js';
-import { openDb, type Db, type TargetOptions } from '../src/target/connection.js';
+import { withDb, type Db } from '../src/target/connection.js';
 import { PostgresMemoryStore } from '../src/store/postgres-store.js';
 import { SqliteMemoryStore } from '../src/store/sqlite-store.js';
 import { parseVectorText } from '../src/embed/cache.js';
@@ -37,14 +37,6 @@ function localEmbedder(): TextEmbedder {
   };
 }
 
-async function withDb<T>(opts: TargetOptions, fn: (db: Db) => Promise<T>): Promise<T> {
-  const db = await openDb(opts);
-  try {
-    return await fn(db);
-  } finally {
-    await db.close();
-  }
-}
 
 interface RawRow {
   r: number;

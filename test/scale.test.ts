@@ -11,7 +11,7 @@ import { testTargets } from './helpers/targets.js';
 import { runCli, targetArgs, parseJson } from './helpers/cli.js';
 import { makeFixture, type FixtureSummary } from '../scripts/make-fixture.js';
 import { seedEmbeddingCache, startNoEmbeddingApi, BENCH_MODEL, type NoEmbeddingApi } from '../scripts/bench.js';
-import { openDb, type Db, type TargetOptions } from '../src/target/connection.js';
+import { withDb, count } from './helpers/rerun.js';
 import { ivfflatLists } from '../src/target/indexes.js';
 
 const ROWS = 10_000;
@@ -31,19 +31,6 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function withDb<T>(t: TargetOptions, fn: (db: Db) => Promise<T>): Promise<T> {
-  const db = await openDb(t);
-  try {
-    return await fn(db);
-  } finally {
-    await db.close();
-  }
-}
-
-async function count(db: Db, sql: string): Promise<number> {
-  const [row] = await db.query<{ n: number }>(sql);
-  return Number(row!.n);
-}
 
 for (const target of testTargets()) {
   describe(`10k-row load on ${target.name}`, () => {

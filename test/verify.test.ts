@@ -10,7 +10,7 @@ import { testTargets } from './helpers/targets.js';
 import { runCli, targetArgs, parseJson } from './helpers/cli.js';
 import { startFakeOpenAI } from './helpers/fake-openai.js';
 import { makeFixture, type FixtureSummary } from '../scripts/make-fixture.js';
-import { openDb, type Db, type TargetOptions } from '../src/target/connection.js';
+import { withDb, type TargetOptions } from '../src/target/connection.js';
 import { openSource } from '../src/source/sqlite-source.js';
 import { findProbes, seededSample } from '../src/commands/verify.js';
 
@@ -22,14 +22,6 @@ before(() => {
   fixture = makeFixture({ out: fixturePath, rows: 240, dims: 1536, encoding: 'mixed', users: 6, seed: 11 });
 });
 
-async function withDb<T>(opts: TargetOptions, fn: (db: Db) => Promise<T>): Promise<T> {
-  const db = await openDb(opts);
-  try {
-    return await fn(db);
-  } finally {
-    await db.close();
-  }
-}
 
 async function migrateLocal(t: TargetOptions, extra: string[] = []) {
   const res = await runCli(['migrate', '--sqlite', fixturePath, ...targetArgs(t), '--embedder', 'local', '--skip-test', '--quiet', ...extra]);

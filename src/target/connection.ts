@@ -57,6 +57,16 @@ export async function openDb(opts: TargetOptions): Promise<Db> {
   return openPglite(opts.pgliteDir ?? DEFAULT_PGLITE_DIR);
 }
 
+/** Opens the target, runs fn on it, and closes it whatever happens. */
+export async function withDb<T>(opts: TargetOptions, fn: (db: Db) => Promise<T>): Promise<T> {
+  const db = await openDb(opts);
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
 /** A malformed DATABASE_URL is bad input (exit 2), caught before any connection attempt. */
 export function checkDatabaseUrl(url: string): void {
   let parsed: URL | null = null;

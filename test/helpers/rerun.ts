@@ -6,7 +6,9 @@ import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { openDb, type Db, type TargetOptions } from '../../src/target/connection.js';
+import { openDb, withDb, type Db, type TargetOptions } from '../../src/target/connection.js';
+
+export { withDb };
 import { CLI, type CliResult } from './cli.js';
 import type { TestTarget } from './targets.js';
 
@@ -36,14 +38,6 @@ export async function freshTarget(target: TestTarget): Promise<TargetOptions> {
   return { pgliteDir: dir };
 }
 
-export async function withDb<T>(opts: TargetOptions, fn: (db: Db) => Promise<T>): Promise<T> {
-  const db = await openDb(opts);
-  try {
-    return await fn(db);
-  } finally {
-    await db.close();
-  }
-}
 
 export async function count(db: Db, sql: string, params: unknown[] = []): Promise<number> {
   const [row] = await db.query<{ n: number }>(sql, params);
