@@ -21,6 +21,7 @@ import {
 } from './target/writer.js';
 import type { BinaryCopyWriter } from './target/copy-binary.js';
 import { checkpoint } from './target/ledger.js';
+import { createBtreeIndexes, dropMemoriesBtreeIndexes } from './target/schema.js';
 import { emptyMemoryCounts, MAX_SKIPPED_IN_REPORT, type MemoryCounts, type SkippedRow } from './report.js';
 import { jaccard, wordSet } from './dedup.js';
 
@@ -142,6 +143,16 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     writers: [memoryCopyWriter(), memoryCopyWriter()],
     batches: 0,
   };
+  // A first load builds the secondary btree indexes once, after the COPY (see
+  // MEMORIES_BTREE_INDEXES). Not for a shard (other shards may be writing) nor for fuzzy or
+  // semantic dedup, which search each user's stored rows in every batch.
+  let indexesDropped = fresh && !opts.filter.shard && opts.dedup.mode === 'exact';
+  if (indexesDropped) await dropMemoriesBtreeIndexes(db!);
+  const restoreIndexes = async () => {
+    if (!indexesDropped) return;
+    indexesDropped = false;
+    await createBtreeIndexes(db!);
+  };
   const seenIdsLower = new Map<string, string>();
   let batch: SourceRow[] = [];
   let done = 0;
@@ -166,8 +177,10 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
       await settle();
       throw new Interrupted(result.lastRowid);
     }
-    const mustWait = opts.dedup.mode !== 'exact' || rows.some((r) => (r as SourceRow & { repeatedId?: boolean }).repeatedId);
-    if (mustWait) await settle();
+    const repeatedId = rows.some((r) => (r as SourceRow & { repeatedId?: boolean }).repeatedId);
+    if (opts.dedup.mode !== 'exact' || repeatedId) await settle();
+    // A repeated id is looked up in the target, by id and by dedup key: indexes needed.
+    if (repeatedId) await restoreIndexes();
     const prepared = await prepareBatch(opts, state, rows);
     await settle();
     pending = commitBatch(opts, state, prepared, result).then(() => {
@@ -179,25 +192,38 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     pending.catch(() => {});
   };
 
-  let sinceYield = 0;
-  for (const row of source.rows(opts.filter)) {
-    const lower = row.id.toLowerCase();
-    const clash = seenIdsLower.get(lower);
-    if (clash !== undefined && clash !== row.id) (row as SourceRow & { idClash?: string }).idClash = clash;
-    else if (clash === row.id) (row as SourceRow & { repeatedId?: boolean }).repeatedId = true;
-    else seenIdsLower.set(lower, row.id);
-    batch.push(row);
-    if (batch.length >= opts.batchSize) {
-      const full = batch;
-      batch = [];
-      await flush(full);
-    } else if (++sinceYield >= YIELD_EVERY_ROWS) {
-      sinceYield = 0;
-      await yieldToIo();
+  // Reads the source in order, batch by batch, and waits for the last commit.
+  const readAll = async () => {
+    let sinceYield = 0;
+    for (const row of source.rows(opts.filter)) {
+      const lower = row.id.toLowerCase();
+      const clash = seenIdsLower.get(lower);
+      if (clash !== undefined && clash !== row.id) (row as SourceRow & { idClash?: string }).idClash = clash;
+      else if (clash === row.id) (row as SourceRow & { repeatedId?: boolean }).repeatedId = true;
+      else seenIdsLower.set(lower, row.id);
+      batch.push(row);
+      if (batch.length >= opts.batchSize) {
+        const full = batch;
+        batch = [];
+        await flush(full);
+      } else if (++sinceYield >= YIELD_EVERY_ROWS) {
+        sinceYield = 0;
+        await yieldToIo();
+      }
     }
+    await flush(batch);
+    await settle();
+  };
+
+  try {
+    await readAll();
+  } catch (err) {
+    // Stopped or failed: the rows committed so far get their indexes now, not at the next run.
+    await settle().catch(() => {});
+    await restoreIndexes().catch(() => {});
+    throw err;
   }
-  await flush(batch);
-  await settle();
+  await restoreIndexes();
   if (db && !dryRun) {
     result.fragments.defaults = await ensureDefaultFragments(db, opts);
   } else if (dryRun) {

@@ -18,6 +18,7 @@ import { startCli, dumpTables, dumpDb, dumpDiff, withDb, count, sentTexts, fresh
 import { makeFixture } from '../scripts/make-fixture.js';
 import type { TargetOptions } from '../src/target/connection.js';
 import { canonicalize } from '../src/source/canonical.js';
+import { MEMORIES_BTREE_INDEXES } from '../src/target/schema.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-rerun-'));
 const fixturePath = join(dir, 'memory.db');
@@ -305,6 +306,9 @@ describe('re-runs', { concurrency: true }, () => {
             const stored = await count(db, 'SELECT count(*) AS n FROM memories');
             assert.ok(stored > 0);
             assert.equal(counts.memories.migrated, stored, 'the ledger keeps the committed counts');
+            // This first load built its btree indexes after the COPY: stopped, it builds them before it exits.
+            const present = await db.query<{ indexname: string }>(`SELECT indexname FROM pg_indexes WHERE tablename = 'memories'`);
+            for (const name of MEMORIES_BTREE_INDEXES) assert.ok(present.some((p) => p.indexname === name), `${name} missing after ${sig}`);
           });
           const again = await h.run(t);
           assert.equal(again.code, 0, again.stderr);

@@ -111,6 +111,8 @@ export interface TableDump {
   duplicates: Record<string, unknown>[];
   fragments: Record<string, unknown>[];
   skips: Record<string, unknown>[];
+  /** The indexes of the migrated tables (a first load drops and rebuilds the btree ones). */
+  indexes: Record<string, unknown>[];
 }
 
 /**
@@ -142,13 +144,18 @@ export async function dumpDb(db: Db): Promise<TableDump> {
          FROM prompt_fragments ORDER BY id COLLATE "C"`,
     );
     const skips = await db.query(`SELECT source_id, user_id, reason FROM migration_skips ORDER BY source_id COLLATE "C"`);
-    return { memories, duplicates, fragments, skips };
+    const indexes = await db.query(
+      `SELECT tablename, indexname, indexdef FROM pg_indexes
+        WHERE schemaname = current_schema() AND tablename IN ('memories', 'memory_duplicates', 'prompt_fragments', 'migration_skips')
+        ORDER BY tablename, indexname COLLATE "C"`,
+    );
+    return { memories, duplicates, fragments, skips, indexes };
   }
 }
 
 /** deepEqual with a short message (the full diff of 300 rows is unreadable). */
 export function dumpDiff(a: TableDump, b: TableDump): string | null {
-  for (const table of ['memories', 'duplicates', 'fragments', 'skips'] as const) {
+  for (const table of ['memories', 'duplicates', 'fragments', 'skips', 'indexes'] as const) {
     const x = a[table];
     const y = b[table];
     if (x.length !== y.length) return `${table}: ${x.length} rows vs ${y.length} rows`;
