@@ -705,28 +705,39 @@ async function targetIsEmpty(db: Db): Promise<boolean> {
 async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<string, Existing>> {
   const out = new Map<string, Existing>();
   if (mems.length === 0) return out;
-  const payload = JSON.stringify(mems.map((x) => ({ id: x.id, md: x.metadata })));
   const rows = await db.query<{
     id: string;
     content_hash: string | null;
-    same_md: boolean | null;
     dup_of: string | null;
     orig_user: string | null;
     orig_hash: string | null;
   }>(
-    `SELECT x.id, m.content_hash, (m.metadata = x.md) AS same_md, d.original_id AS dup_of,
-            o.user_id AS orig_user, o.dedup_hash AS orig_hash
-       FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md jsonb)
+    `SELECT x.id, m.content_hash, d.original_id AS dup_of, o.user_id AS orig_user, o.dedup_hash AS orig_hash
+       FROM unnest($1::text[]) AS x(id)
        LEFT JOIN memories m ON m.id = x.id
        LEFT JOIN memory_duplicates d ON d.duplicate_id = x.id AND d.dedup_type = 'exact'
        LEFT JOIN memories o ON o.id = d.original_id
       WHERE m.id IS NOT NULL OR d.original_id IS NOT NULL`,
-    [payload],
+    [mems.map((x) => x.id)],
   );
+  if (rows.length === 0) return out;
+  // Metadata is compared (on the server, as jsonb) only where it decides: a stored row whose
+  // content is unchanged. New rows, the bulk of a resumed or second load, ship only their ids.
+  const current = new Map(mems.map((x) => [x.id, x]));
+  const sameContent = rows.filter((r) => r.content_hash !== null && r.content_hash.trim() === current.get(r.id)!.contentHash);
+  const sameMetadata = new Set<string>();
+  if (sameContent.length > 0) {
+    const same = await db.query<{ id: string }>(
+      `SELECT x.id FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md jsonb)
+         JOIN memories m ON m.id = x.id WHERE m.metadata = x.md`,
+      [JSON.stringify(sameContent.map((r) => ({ id: r.id, md: current.get(r.id)!.metadata })))],
+    );
+    for (const r of same) sameMetadata.add(r.id);
+  }
   for (const r of rows) {
     out.set(r.id, {
       contentHash: r.content_hash ? r.content_hash.trim() : null,
-      sameMetadata: r.same_md === true,
+      sameMetadata: sameMetadata.has(r.id),
       duplicateOf: r.dup_of,
       originalUser: r.orig_user,
       originalDedupHash: r.orig_hash ? r.orig_hash.trim() : null,
@@ -748,13 +759,12 @@ async function fragmentHashes(db: Db, fragments: FragmentRow[]): Promise<Map<str
 async function lookupDedupOwners(db: Db, mems: MemoryRow[]): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   if (mems.length === 0) return out;
-  const payload = JSON.stringify(mems.map((x) => ({ u: x.userId, h: x.dedupHash })));
   const rows = await db.query<{ id: string; user_id: string; dedup_hash: string }>(
     `SELECT DISTINCT ON (m.user_id, m.dedup_hash) m.id, m.user_id, m.dedup_hash
-       FROM memories m JOIN (SELECT DISTINCT u, h FROM jsonb_to_recordset($1::text::jsonb) AS x(u text, h text)) x
+       FROM memories m JOIN (SELECT DISTINCT u, h FROM unnest($1::text[], $2::text[]) AS x(u, h)) x
          ON m.user_id = x.u AND m.dedup_hash = x.h::bpchar
       ORDER BY m.user_id, m.dedup_hash, m.created_at, m.id`,
-    [payload],
+    [mems.map((x) => x.userId), mems.map((x) => x.dedupHash)],
   );
   for (const r of rows) out.set(`${r.user_id}\u0000${r.dedup_hash.trim()}`, r.id);
   return out;
