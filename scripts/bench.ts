@@ -738,7 +738,7 @@ function printReport(args: Args, version: string, fixtures: string[], results: R
   lines.push('');
   lines.push(
     'memory-migrate: the real CLI (migrate --skip-test --json), stored vectors reused; "to loaded" = report.timings.loadMs ' +
-      '(read, decode, hash, dedup, COPY, ledger; before indexes). Texts without a reusable stored vector (system prompts, the ' +
+      '(read, decode, hash, dedup, COPY, ledger, and the btree indexes a first load builds after its COPY; before the ivfflat index). Texts without a reusable stored vector (system prompts, the ' +
       '7 default fragments, broken vectors) are pre-seeded into embedding_cache, so the run sends no request (asserted). ' +
       'psql loads the same memory rows into the memories table of a fresh schema (same PK, btree indexes and triggers). ' +
       'pgloader copies the whole SQLite table as is (embedding blobs as bytea: no usable vectors, no dedup, no hashes). Peak RSS via /usr/bin/time.',
