@@ -54,11 +54,8 @@ export async function installSchema(db: Db, opts: InstallOptions): Promise<Insta
   const result: InstallResult = { backupSchema: null, droppedTables: [] };
   const files = schemaFiles();
 
-  await db.transaction(async (tx) => {
-    // Shards of one migration may install at the same moment; CREATE … IF NOT EXISTS is not
-    // safe against a concurrent creator, so installers take turns.
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK_KEY]);
-    await runExtensionFile(tx, files[0]!);
+  await inSchemaLock(db, async (tx) => {
+    await runSchemaFile(tx, files[0]!);
     if (opts.forceRecreate) {
       const existing = await existingTables(tx, DATA_TABLES);
       if (existing.length > 0) {
@@ -74,13 +71,7 @@ export async function installSchema(db: Db, opts: InstallOptions): Promise<Insta
     } else {
       await checkVectorWidth(tx, opts.dimensions);
     }
-    for (const file of files.slice(1)) {
-      try {
-        await tx.exec(file.text.replaceAll('{{dimensions}}', String(opts.dimensions)));
-      } catch (err) {
-        throw mapSchemaError(err, file.name);
-      }
-    }
+    for (const file of files.slice(1)) await runSchemaFile(tx, file, opts.dimensions);
   });
   return result;
 }
@@ -100,29 +91,32 @@ export const MEMORIES_BTREE_INDEXES = [
 ];
 
 export async function dropMemoriesBtreeIndexes(db: Db): Promise<void> {
-  await db.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK_KEY]);
-    await tx.exec(`DROP INDEX IF EXISTS ${MEMORIES_BTREE_INDEXES.join(', ')}`);
-  });
+  await inSchemaLock(db, (tx) => tx.exec(`DROP INDEX IF EXISTS ${MEMORIES_BTREE_INDEXES.join(', ')}`));
 }
 
 /** Builds the btree indexes of sql/003 that are missing (those a first load dropped). */
 export async function createBtreeIndexes(db: Db): Promise<void> {
   const file = schemaFiles().find((f) => f.name.endsWith('_btree_indexes.sql'));
   if (!file) throw new RunError('sql/003_btree_indexes.sql is missing from the installed package; reinstall memory-migrate');
+  await inSchemaLock(db, (tx) => runSchemaFile(tx, file));
+}
+
+/**
+ * One transaction holding the schema lock. Shards of one migration may install at the same
+ * moment; CREATE … IF NOT EXISTS is not safe against a concurrent creator, so schema changes
+ * take turns.
+ */
+async function inSchemaLock(db: Db, fn: (tx: Db) => Promise<void>): Promise<void> {
   await db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK_KEY]);
-    try {
-      await tx.exec(file.text);
-    } catch (err) {
-      throw mapSchemaError(err, file.name);
-    }
+    await fn(tx);
   });
 }
 
-async function runExtensionFile(db: Db, file: { name: string; text: string }) {
+/** Runs one sql/ file whole; {{dimensions}} is filled in when given. */
+async function runSchemaFile(db: Db, file: { name: string; text: string }, dimensions?: number) {
   try {
-    await db.exec(file.text);
+    await db.exec(dimensions === undefined ? file.text : file.text.replaceAll('{{dimensions}}', String(dimensions)));
   } catch (err) {
     throw mapSchemaError(err, file.name);
   }
