@@ -194,6 +194,12 @@ describe('BinaryCopyWriter encoding', () => {
     assert.throws(one('vector', [1, Infinity]), /infinite/);
     assert.throws(one('vector', [1e39]), /infinite as float32/);
     assert.throws(one('vector', Float32Array.of(0, NaN)), /NaN/);
+    // Float32Array takes the bulk-copy path: every position of a 4-wide step, and the tail.
+    for (let at = 0; at < 7; at++) {
+      const v = new Float32Array(7).fill(0.5);
+      v[at] = at % 2 ? -Infinity : NaN;
+      assert.throws(one('vector', v), new RegExp(`index ${at} is ${at % 2 ? 'infinite' : 'not a number'}`));
+    }
     assert.throws(one('vector', 'abc'), /Float32Array/);
     assert.throws(one('halfvec', [65520]), /out of range for halfvec/);
     assert.throws(one('halfvec', [-70000]), /out of range for halfvec/);

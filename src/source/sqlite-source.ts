@@ -268,7 +268,10 @@ function memorySource(
   guard: <T>(fn: () => T) => T,
   c: Columns,
 ): SourceFile {
-  const contentExpr = c.utf8 ? `CAST(${c.content} AS BLOB)` : c.content;
+  // Text comes back decoded by SQLite's driver (no Buffer per row); anything else as bytes.
+  const contentExpr = c.utf8
+    ? `CASE typeof(${c.content}) WHEN 'text' THEN ${c.content} ELSE CAST(${c.content} AS BLOB) END`
+    : c.content;
   const select =
     `SELECT rowid AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ` +
     `${contentExpr} AS content, ${c.embedding} AS embedding, ${c.metadata} AS metadata, ` +
@@ -307,14 +310,12 @@ function memorySource(
     } else if (typeof rawContent === 'string') {
       content = rawContent;
       contentBytes = Buffer.byteLength(content, 'utf8');
+      // The driver replaces each invalid UTF-8 sequence with U+FFFD, so only a text holding
+      // one can be invalid: its stored bytes tell.
+      const bytes = c.utf8 && content.includes('\uFFFD') ? storedContentBytes(raw[R_ROWID]) : null;
+      if (bytes) ({ content, contentBytes, contentProblem } = decodeContent(bytes));
     } else {
-      contentBytes = rawContent.byteLength;
-      try {
-        content = decoder.decode(rawContent);
-      } catch {
-        content = lossy.decode(rawContent);
-        contentProblem = 'content is not valid UTF-8';
-      }
+      ({ content, contentBytes, contentProblem } = decodeContent(rawContent));
     }
     const r = raw[R_ROWID];
     const meta = parseMetadata(raw[R_METADATA]);
@@ -332,6 +333,21 @@ function memorySource(
     if (contentProblem) row.contentProblem = contentProblem;
     if (meta.warning) row.metadataWarning = meta.warning;
     return row;
+  }
+
+  function decodeContent(bytes: Uint8Array): { content: string; contentBytes: number; contentProblem: string | undefined } {
+    try {
+      return { content: decoder.decode(bytes), contentBytes: bytes.byteLength, contentProblem: undefined };
+    } catch {
+      return { content: lossy.decode(bytes), contentBytes: bytes.byteLength, contentProblem: 'content is not valid UTF-8' };
+    }
+  }
+
+  let contentBytesStatement: Database.Statement | undefined;
+  function storedContentBytes(rowid: number): Buffer | null {
+    contentBytesStatement ??= guard(() => db.prepare(`SELECT CAST(${c.content} AS BLOB) FROM ${c.table} WHERE rowid = ?`).pluck());
+    const bytes = guard(() => contentBytesStatement!.get(rowid));
+    return bytes instanceof Uint8Array ? (bytes as Buffer) : null;
   }
 
   // Page statements, prepared once per SQL text (at most a few filter shapes per source).

