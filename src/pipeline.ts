@@ -91,9 +91,10 @@ interface Existing {
 }
 
 // Reading, hashing and encoding are synchronous. The batch being written meanwhile needs the
-// event loop for each of its round trips and to keep feeding its COPY to the socket: every
-// few dozen rows (a millisecond or two of work) the loop gets a turn.
-const YIELD_EVERY_ROWS = 50;
+// event loop for each of its round trips and to keep feeding its COPY to the socket, and the
+// server sits idle until it gets it: every 10 rows (about half a millisecond of work) the loop
+// gets a turn. Every 50 rows measured 7.7/7.4/6.6 s against 6.8/6.2/6.4 s for 100k rows.
+const YIELD_EVERY_ROWS = 10;
 const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function emptyResult(): PipelineResult {
@@ -426,9 +427,11 @@ async function prepareBatch(opts: PipelineOptions, state: RunState, rows: Source
   // Dedup keys as they are in the source now: a row of this batch, or of the batch still being
   // written, may have been edited since the target was written, so the target's dedup_hash for
   // it is out of date.
-  const batchHash = new Map(memories.map((x) => [x.id, `${x.userId}\u0000${x.dedupHash}`]));
+  // Built on first use: a first load never asks.
+  let batchHash: Map<string, string> | null = null;
   const inflight = state.inflight;
-  const currentKey = (id: string) => batchHash.get(id) ?? inflight?.keyOf.get(id);
+  const currentKey = (id: string) =>
+    (batchHash ??= new Map(memories.map((x) => [x.id, `${x.userId}\u0000${x.dedupHash}`]))).get(id) ?? inflight?.keyOf.get(id);
   const staleDuplicates: string[] = [];
   for (const mem of memories) {
     const ex = existing.get(mem.id);
