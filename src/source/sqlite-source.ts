@@ -31,7 +31,7 @@ export interface SourceFile {
 
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 // Rows per source read. Each read is one synchronous call: 500 rows of 1536-d vectors held the
-// event loop for 6 ms or more, which delayed the round trips of the batch being written; 50
+// event loop for about 6 ms, which delayed the round trips of the batch being written; 50
 // rows cost the same CPU per row and return in well under a millisecond.
 const DEFAULT_PAGE_SIZE = 50;
 const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');

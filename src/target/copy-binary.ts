@@ -11,8 +11,9 @@
 // All integers are big-endian. Each field's bytes are the type's binary "send" format.
 //
 // One growable Buffer is reused for the whole stream; values are written into it with DataView /
-// Buffer methods, never via per-value allocations. A row that fails to encode is rolled
-// back, so the writer stays valid and the caller can decide to skip the row.
+// Buffer methods (a float32 vector as one bulk copy), so no value gets a buffer of its own. A
+// row that fails to encode is rolled back, so the writer stays valid and the caller can decide
+// to skip the row.
 import { endianness } from 'node:os';
 
 /**
