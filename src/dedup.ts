@@ -46,6 +46,15 @@ export class RunDedupKeys {
   }
 }
 
+// A stored row is looked up and then recorded with the same hash: remember the last answer
+// rather than decode the hex twice per row.
+let lastHex = '';
+let lastCompact = '';
+
 function compactHash(hex: string): string {
-  return Buffer.from(hex, 'hex').toString('latin1');
+  if (hex !== lastHex) {
+    lastCompact = Buffer.from(hex, 'hex').toString('latin1');
+    lastHex = hex;
+  }
+  return lastCompact;
 }
