@@ -605,6 +605,35 @@ for (const target of targets) {
       });
     });
 
+    test('a transaction is all-or-nothing: nested ones are savepoints, and a failed statement that was caught still rolls it back', async () => {
+      await db.exec(`CREATE TABLE tx_rows (id TEXT PRIMARY KEY)`);
+      await db.transaction(async (tx) => {
+        await tx.query(`INSERT INTO tx_rows VALUES ('a')`);
+        await assert.rejects(
+          tx.transaction(async (inner) => {
+            await inner.query(`INSERT INTO tx_rows VALUES ('b')`);
+            await inner.query(`INSERT INTO tx_rows VALUES ('a')`);
+          }),
+          /duplicate key/,
+        );
+        await tx.query(`INSERT INTO tx_rows VALUES ('c')`);
+      });
+      const ids = async () => (await db.query<{ id: string }>(`SELECT id FROM tx_rows ORDER BY id`)).map((r) => r.id);
+      assert.deepEqual(await ids(), ['a', 'c']);
+      // The caller swallowed the error, but the server has aborted the transaction: it must
+      // not look committed, and nothing of it may stay.
+      await assert.rejects(
+        db.transaction(async (tx) => {
+          await tx.query(`INSERT INTO tx_rows VALUES ('d')`);
+          await tx.query(`INSERT INTO tx_rows VALUES ('a')`).catch(() => {});
+        }),
+      );
+      assert.deepEqual(await ids(), ['a', 'c']);
+      // The connection is usable again afterwards.
+      await db.transaction((tx) => tx.query(`INSERT INTO tx_rows VALUES ('e')`));
+      assert.deepEqual(await ids(), ['a', 'c', 'e']);
+    });
+
     test('createStaging outside a transaction says so', async () => {
       await assert.rejects(createStaging(db, 'stg_loose', 'items'), /inside db\.transaction/);
       await assert.rejects(createStaging(db, 'Bad-Name', 'items'), /lower-case identifier/);

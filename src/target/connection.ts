@@ -295,7 +295,14 @@ function wrapPglite(pg: PgliteLike, description: string): Db {
           throw err;
         }
       }
-      return pg.transaction((tx) => fn(wrapPglite(tx as unknown as PgliteLike, description)));
+      return pg.transaction(async (tx) => {
+        const out = await fn(wrapPglite(tx as unknown as PgliteLike, description));
+        // PGlite commits an aborted transaction without a word (the server's COMMIT turns into
+        // a ROLLBACK): a failed statement whose error fn caught must still fail the
+        // transaction. In an aborted transaction this query fails, and PGlite rolls back.
+        await tx.query('SELECT 1');
+        return out;
+      });
     },
     async copyBinary(table: string, columns: string[], data: Uint8Array) {
       const cols = columns.map(quoteIdent).join(', ');
