@@ -1,7 +1,7 @@
 // Throughput of the PGCOPY binary encoder alone (no database): 20,000 rows with a 1536-d
 // embedding, as Float32Array and as number[], plus a memory-shaped row.
 //   npm run build && node dist/scripts/bench-encoder.js [rows] [dims]
-import { BinaryCopyWriter, type CopyColumnType } from '../src/target/copy-binary.js';
+import { BinaryCopyWriter, type CopyColumnType } from '../src/postgres/copy-binary.js';
 
 const rows = Number(process.argv[2] ?? 20_000);
 const dims = Number(process.argv[3] ?? 1536);

@@ -32,11 +32,12 @@ import { openSource } from '../src/source/sqlite-source.js';
 import type { SourceRow } from '../src/source/types.js';
 import { contentHash, dedupHash } from '../src/source/canonical.js';
 import { cacheKeyForText, EmbeddingCache } from '../src/embed/cache.js';
-import { defaultFragments } from '../src/target/fragments.js';
-import { addMemoryRow, memoryCopyWriter, MEMORY_COPY_COLUMNS, type MemoryRow } from '../src/target/writer.js';
-import { openDb, withDb, type Db, type TargetOptions } from '../src/target/connection.js';
-import { installSchema } from '../src/target/schema.js';
-import { categoryOf, importanceOf, MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../src/pipeline.js';
+import { defaultFragments } from '../src/postgres/fragments.js';
+import { addMemoryRow, memoryCopyWriter, MEMORY_COPY_COLUMNS, type MemoryRow } from '../src/postgres/writer.js';
+import { openDb, withDb, type Db, type TargetOptions } from '../src/postgres/connection.js';
+import { installSchema } from '../src/postgres/schema.js';
+import { MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../src/pipeline.js';
+import { categoryOf, importanceOf } from '../src/source/metadata.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'cli.js');
@@ -153,9 +154,9 @@ function* memoryRows(path: string, dims: number): Generator<MemoryRow> {
         dedupHash: dh,
         embedding: v,
         embeddingModel: v ? BENCH_MODEL : null,
-        metadata: row.metadata,
-        category: categoryOf(row.metadata),
-        importanceScore: importanceOf(row.metadata),
+        metadata: row.metadata.json,
+        category: categoryOf(row.metadata.fields),
+        importanceScore: importanceOf(row.metadata.fields),
         createdAt: row.createdAt,
         updatedAt: row.updatedAt ?? row.createdAt,
       };
@@ -228,7 +229,7 @@ function writeCopyFiles(fixture: string, dims: number, csvPath: string, binPath:
         r.dedupHash,
         r.embedding ? `"${pgvector.toSql(Array.from(r.embedding))}"` : '',
         csvText(r.embeddingModel),
-        csvText(JSON.stringify(r.metadata)),
+        csvText(r.metadata),
         csvText(r.category),
         String(r.importanceScore),
         created.toISOString(),
@@ -463,7 +464,7 @@ async function naiveLoop(url: string, fixture: string, dims: number): Promise<nu
         dedup_hash: r.dedupHash,
         embedding: r.embedding ? pgvector.toSql(Array.from(r.embedding)) : null,
         embedding_model: r.embeddingModel,
-        metadata: JSON.stringify(r.metadata),
+        metadata: r.metadata,
         category: r.category,
         importance_score: r.importanceScore,
         created_at: r.createdAt ?? new Date(),

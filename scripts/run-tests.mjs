@@ -6,7 +6,7 @@ import { join } from 'node:path';
 
 const dir = 'dist/test';
 const filter = process.env.TEST_FILTER ?? '';
-const files = readdirSync(dir)
+const files = readdirSync(dir, { recursive: true })
   .filter((f) => f.endsWith('.test.js') && f.includes(filter))
   .sort()
   .map((f) => join(dir, f));

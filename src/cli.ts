@@ -7,7 +7,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { createOutput, type Output } from './output.js';
 import { UsageError, errorMessage, oneLine } from './errors.js';
 import { redact, registerProcessSecrets } from './secrets.js';
-import { DEFAULT_PGLITE_DIR } from './target/connection.js';
+import { DEFAULT_PGLITE_DIR } from './postgres/connection.js';
 import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL } from './embed/models.js';
 import { collect, parseFraction, parsePositiveInt, parseShard } from './commands/shared.js';
 import { migrate, printMigrateReport } from './commands/migrate.js';

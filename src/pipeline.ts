@@ -2,13 +2,14 @@
 // (memory, fragment, skip), deduplicated per user, embedded (reusing stored vectors and the
 // cache first), and written in its own transaction together with the ledger checkpoint, so a
 // crash at any point loses at most the batch in flight and a re-run converges.
-import type { Db } from './target/connection.js';
+import type { Db } from './postgres/connection.js';
 import type { SourceFile } from './source/sqlite-source.js';
 import type { SourceFilter, SourceRow } from './source/types.js';
 import { contentHash, dedupHash } from './source/canonical.js';
+import { categoryOf, importanceOf } from './source/metadata.js';
 import type { EmbeddingService } from './embed/service.js';
 import type { EmbedInput, EmbedStats } from './embed/types.js';
-import { fragmentFromSource, defaultFragments, type FragmentRow } from './target/fragments.js';
+import { fragmentFromSource, defaultFragments, type FragmentRow } from './postgres/fragments.js';
 import {
   addMemoryRow,
   memoryCopyWriter,
@@ -18,10 +19,10 @@ import {
   writeSkips,
   type MemoryRow,
   type DuplicateRow,
-} from './target/writer.js';
-import type { BinaryCopyWriter } from './target/copy-binary.js';
-import { checkpoint } from './target/ledger.js';
-import { createBtreeIndexes, dropMemoriesBtreeIndexes } from './target/schema.js';
+} from './postgres/writer.js';
+import type { BinaryCopyWriter } from './postgres/copy-binary.js';
+import { checkpoint } from './postgres/ledger.js';
+import { createBtreeIndexes, dropMemoriesBtreeIndexes } from './postgres/schema.js';
 import { emptyMemoryCounts, MAX_SKIPPED_IN_REPORT, type MemoryCounts, type SkippedRow } from './report.js';
 import { jaccard, RunDedupKeys, wordSet } from './dedup.js';
 
@@ -338,18 +339,6 @@ function skipReason(row: SourceRow & { idClash?: string }): string | null {
   return null;
 }
 
-export function importanceOf(md: Record<string, unknown>): number {
-  const v = md['importance_score'] ?? md['importance'];
-  if (typeof v === 'number' && Number.isFinite(v)) return v;
-  const named: Record<string, number> = { critical: 1.0, high: 1.0, medium: 0.6, low: 0.3 };
-  return typeof v === 'string' && v.toLowerCase() in named ? named[v.toLowerCase()]! : 1.0;
-}
-
-export function categoryOf(md: Record<string, unknown>): string | null {
-  const c = md['category'];
-  return typeof c === 'string' && c.length > 0 ? c.slice(0, 100) : null;
-}
-
 /** A memory to write. `source` is null, and `embedding` too, once its batch is encoded. */
 type Survivor = MemoryRow & { source: SourceRow | null; changedContent: boolean };
 
@@ -397,7 +386,8 @@ async function prepareBatch(opts: PipelineOptions, state: RunState, rows: Source
       skip(opts, counts, row, reason, skips);
       continue;
     }
-    if (row.metadataWarning) warn(counts, 'metadata not JSON (kept as {raw})');
+    if (row.metadata.warning) warn(counts, 'metadata not JSON (kept as {raw})');
+    if (row.metadata.duplicateKeys > 0) warn(counts, 'metadata with duplicate keys (the last one kept, as PostgreSQL does)');
     memories.push({
       source: row,
       id: row.id,
@@ -407,9 +397,9 @@ async function prepareBatch(opts: PipelineOptions, state: RunState, rows: Source
       dedupHash: dedupHash(row.content),
       embedding: null,
       embeddingModel: null,
-      metadata: row.metadata,
-      category: categoryOf(row.metadata),
-      importanceScore: importanceOf(row.metadata),
+      metadata: row.metadata.json,
+      category: categoryOf(row.metadata.fields),
+      importanceScore: importanceOf(row.metadata.fields),
       createdAt: row.createdAt,
       updatedAt: row.updatedAt ?? row.createdAt,
       changedContent: true,
@@ -739,8 +729,8 @@ async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<string, Ex
   const sameMetadata = new Set<string>();
   if (sameContent.length > 0) {
     const same = await db.query<{ id: string }>(
-      `SELECT x.id FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md jsonb)
-         JOIN memories m ON m.id = x.id WHERE m.metadata = x.md`,
+      `SELECT x.id FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text)
+         JOIN memories m ON m.id = x.id WHERE m.metadata = x.md::jsonb`,
       [JSON.stringify(sameContent.map((r) => ({ id: r.id, md: current.get(r.id)!.metadata })))],
     );
     for (const r of same) sameMetadata.add(r.id);

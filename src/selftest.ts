@@ -1,13 +1,13 @@
 // The self-test: a short script of real operations against the live target, through the
 // same MemoryStore an app would use. It leaves nothing behind, and checks that it did not.
 import { randomBytes } from 'node:crypto';
-import type { Db } from './target/connection.js';
+import type { Db } from './postgres/connection.js';
 import { PostgresMemoryStore } from './store/postgres-store.js';
 import type { TextEmbedder } from './store/types.js';
 import type { SelftestCheck } from './report.js';
 import { errorMessage } from './errors.js';
-import { cosineDistanceSql } from './target/indexes.js';
-import { tableDimensions } from './target/schema.js';
+import { cosineDistanceSql } from './postgres/indexes.js';
+import { tableDimensions } from './postgres/schema.js';
 
 export interface SelftestResult {
   passed: boolean;

@@ -10,21 +10,20 @@ import { copyFileSync, existsSync, statSync, constants as fsConstants } from 'no
 import { openSource, describeSqliteError, DEFAULT_BUSY_TIMEOUT_MS } from '../source/sqlite-source.js';
 import { parseTimestamp } from '../source/timestamps.js';
 import { encodeEmbeddingJson } from '../source/decode-embedding.js';
-import { canonicalJson } from '../target/ledger.js';
+import { metadataForSqlite, readMetadata } from '../source/metadata.js';
 import { parseVectorText } from '../embed/cache.js';
-import { tableDimensions } from '../target/schema.js';
+import { tableDimensions } from '../postgres/schema.js';
 import {
   contentText,
   detectLayout,
   ensureLayout,
   fileTimestampFormat,
   formatTimestamp,
-  parseMetadataValue,
   sniffTimestampFormat,
   type SqliteLayout,
   type TimestampFormat,
 } from '../store/sqlite-store.js';
-import type { Db } from '../target/connection.js';
+import type { Db } from '../postgres/connection.js';
 import type { Output } from '../output.js';
 import { RunError, UsageError } from '../errors.js';
 import { describeTarget, openTarget, resolveTarget, targetExists, type TargetFlags } from './shared.js';
@@ -101,19 +100,6 @@ export function backupName(file: string, now = new Date()): string {
   let name = `${file}.bak-${stamp}`;
   for (let n = 2; existsSync(name) || existsSync(`${name}-wal`); n++) name = `${file}.bak-${stamp}-${n}`;
   return name;
-}
-
-/** Metadata as text for the file: a {raw} that held invalid JSON goes back as that text. */
-function metadataText(md: Record<string, unknown>): string {
-  const keys = Object.keys(md);
-  if (keys.length === 1 && keys[0] === 'raw' && typeof md['raw'] === 'string') {
-    try {
-      JSON.parse(md['raw']);
-    } catch {
-      return md['raw'];
-    }
-  }
-  return JSON.stringify(md);
 }
 
 export async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: RollbackReport; exitCode: number }> {
@@ -219,22 +205,26 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
       last = page[page.length - 1]!.id;
       report.postgres += page.length;
 
-      const plan: { pg: PgRow; existing: LiteRow | null; row: RollbackRow; md: Record<string, unknown> }[] = [];
-      for (const pg of page) {
-        const md = JSON.parse(pg.metadata) as Record<string, unknown>;
+      const plan: { pg: PgRow; existing: LiteRow | null; row: RollbackRow }[] = [];
+      const existingRows = page.map((pg) => {
         let existing: LiteRow | null = null;
         if (findById) {
           existing = (findById.get(pg.id) as LiteRow | undefined) ?? null;
           const m = /^rowid:(\d+)$/.exec(pg.id);
           if (!existing && m) existing = (findByRowid!.get(Number(m[1])) as LiteRow | undefined) ?? null;
         }
+        return existing;
+      });
+      const sameMetadata = await metadataUnchanged(db, page, existingRows);
+      for (const [i, pg] of page.entries()) {
+        const existing = existingRows[i]!;
         if (!existing) {
-          plan.push({ pg, existing, md, row: { id: pg.id, user: pg.user_id, action: 'insert', changes: ['new'] } });
+          plan.push({ pg, existing, row: { id: pg.id, user: pg.user_id, action: 'insert', changes: ['new'] } });
           continue;
         }
         const changes: string[] = [];
         if (contentText(existing.content) !== pg.content) changes.push('content');
-        if (canonicalJson(parseMetadataValue(existing.metadata)) !== canonicalJson(md)) changes.push('metadata');
+        if (!sameMetadata.has(pg.id)) changes.push('metadata');
         if (existing.user_id !== pg.user_id) changes.push('user_id');
         if (changes.length === 0) {
           report.unchanged++;
@@ -252,7 +242,7 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
           }
           continue;
         }
-        plan.push({ pg, existing, md, row: { id: pg.id, user: pg.user_id, action: 'update', changes } });
+        plan.push({ pg, existing, row: { id: pg.id, user: pg.user_id, action: 'update', changes } });
       }
 
       // Vectors only for the rows that are written with new content.
@@ -280,7 +270,7 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
           const vals: unknown[] = [p.pg.id, p.pg.user_id, p.pg.content, vectors.get(p.pg.id) ?? null];
           if (L.metadata) {
             cols.push(L.metadata);
-            vals.push(metadataText(p.md));
+            vals.push(metadataForSqlite(p.pg.metadata));
           }
           if (L.createdAt) {
             cols.push(L.createdAt);
@@ -302,7 +292,7 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
         }
         if (p.row.changes.includes('metadata') && L.metadata) {
           set.push(`${L.metadata} = ?`);
-          vals.push(metadataText(p.md));
+          vals.push(metadataForSqlite(p.pg.metadata));
         }
         if (p.row.changes.includes('user_id')) {
           set.push(`${L.userId} = ?`);
@@ -358,6 +348,22 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
   }
   report.durationMs = Date.now() - started;
   return { report, exitCode: 0 };
+}
+
+/**
+ * Ids whose stored metadata is what the migration makes of the file's metadata text, compared
+ * by PostgreSQL itself (jsonb equality), so no number is rounded on the way. Unchanged metadata
+ * is left in the file as its original text.
+ */
+async function metadataUnchanged(db: Db, page: PgRow[], existing: (LiteRow | null)[]): Promise<Set<string>> {
+  const pairs = page.flatMap((pg, i) => (existing[i] ? [{ id: pg.id, md: readMetadata(existing[i]!.metadata).json }] : []));
+  if (pairs.length === 0) return new Set();
+  const same = await db.query<{ id: string }>(
+    `SELECT x.id FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text)
+       JOIN memories m ON m.id = x.id WHERE m.metadata = x.md::jsonb`,
+    [JSON.stringify(pairs)],
+  );
+  return new Set(same.map((r) => r.id));
 }
 
 export function printRollbackReport(r: RollbackReport, out: Output): void {

@@ -1,6 +1,6 @@
 // `memory-migrate schema`: install (or, with --force-recreate, back up and rebuild) the
 // target schema without migrating anything.
-import { installSchema } from '../target/schema.js';
+import { installSchema } from '../postgres/schema.js';
 import type { Output } from '../output.js';
 import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL, resolveDimensions } from '../embed/models.js';
 import { openTarget, resolveTarget, type EmbedderFlags, type TargetFlags } from './shared.js';

@@ -7,7 +7,7 @@ import { PostgresMemoryStore } from '../store/postgres-store.js';
 import type { SearchHit } from '../store/types.js';
 import type { Output } from '../output.js';
 import { UsageError } from '../errors.js';
-import { tableDimensions } from '../target/schema.js';
+import { tableDimensions } from '../postgres/schema.js';
 import {
   buildProvider,
   buildService,

@@ -1,7 +1,7 @@
 // Pieces every command needs: which target to open, which embedder to build, and the
 // option parsing that turns flag strings into checked values (bad values are exit 2).
 import { existsSync } from 'node:fs';
-import { DEFAULT_PGLITE_DIR, describeTarget, openDb, type Db, type TargetOptions } from '../target/connection.js';
+import { DEFAULT_PGLITE_DIR, describeTarget, openDb, type Db, type TargetOptions } from '../postgres/connection.js';
 import { registerSecret, registerUrlSecrets } from '../secrets.js';
 import { UsageError } from '../errors.js';
 import type { Output } from '../output.js';

@@ -1,7 +1,7 @@
 // `memory-migrate status`: the migration ledger, newest run first; --verify-ledger checks
 // each row's HMAC against MEMORY_EVENTS_HMAC_SECRET.
-import { listRuns, verifyLedger } from '../target/ledger.js';
-import { existingTables } from '../target/schema.js';
+import { listRuns, verifyLedger } from '../postgres/ledger.js';
+import { existingTables } from '../postgres/schema.js';
 import type { Output } from '../output.js';
 import { UsageError } from '../errors.js';
 import { openTarget, resolveTarget, type TargetFlags } from './shared.js';

@@ -8,13 +8,14 @@ import { randomInt } from 'node:crypto';
 import { openSource, shardOf, type SourceFile } from '../source/sqlite-source.js';
 import type { SourceRow } from '../source/types.js';
 import { contentHash } from '../source/canonical.js';
-import { tableDimensions } from '../target/schema.js';
-import { cosineDistanceSql, ivfflatProbes } from '../target/indexes.js';
-import { canonicalJson } from '../target/ledger.js';
+import { tableDimensions } from '../postgres/schema.js';
+import { cosineDistanceSql, ivfflatProbes } from '../postgres/indexes.js';
+import { readMetadata } from '../source/metadata.js';
+import { parseTimestamp } from '../source/timestamps.js';
 import { parseVectorText } from '../embed/cache.js';
 import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL, modelInfo } from '../embed/models.js';
 import { detectLayout, SQLITE_FRAGMENT_USER } from '../store/sqlite-store.js';
-import type { Db } from '../target/connection.js';
+import type { Db } from '../postgres/connection.js';
 import type { Output } from '../output.js';
 import { UsageError } from '../errors.js';
 import { describeTarget, openTarget, resolveTarget, targetExists, type TargetFlags } from './shared.js';
@@ -176,24 +177,6 @@ export function describeTextDiff(a: string, b: string): string {
   return `differs at character ${i} (lengths ${a.length} and ${b.length}): SQLite ${cut(a)}, Postgres ${cut(b)}`;
 }
 
-/** Which top-level keys of two metadata objects differ. */
-export function describeMetadataDiff(a: unknown, b: unknown): string {
-  if (a === null || typeof a !== 'object' || b === null || typeof b !== 'object' || Array.isArray(a) || Array.isArray(b)) {
-    return `SQLite ${canonicalJson(a).slice(0, 100)}, Postgres ${canonicalJson(b).slice(0, 100)}`;
-  }
-  const x = a as Record<string, unknown>;
-  const y = b as Record<string, unknown>;
-  const parts: string[] = [];
-  for (const k of [...new Set([...Object.keys(x), ...Object.keys(y)])].sort()) {
-    if (!(k in y)) parts.push(`${k} only in SQLite`);
-    else if (!(k in x)) parts.push(`${k} only in Postgres`);
-    else if (canonicalJson(x[k]) !== canonicalJson(y[k])) {
-      parts.push(`${k}: ${canonicalJson(x[k]).slice(0, 40)} → ${canonicalJson(y[k]).slice(0, 40)}`);
-    }
-  }
-  return parts.slice(0, 5).join('; ') + (parts.length > 5 ? `; … ${parts.length - 5} more keys` : '');
-}
-
 export async function verify(flags: VerifyFlags, out: Output): Promise<{ report: VerifyReport; exitCode: number }> {
   const started = Date.now();
   const sampleSize = flags.sample ?? DEFAULT_SAMPLE;
@@ -312,31 +295,50 @@ async function reconcile(
     try {
       const L = detectLayout(lite)!;
       const stmt = lite.prepare(
-        `SELECT rowid AS r, CAST(${L.id} AS TEXT) AS id, CAST(${L.userId} AS TEXT) AS u FROM ${L.table} WHERE rowid > ? ORDER BY rowid LIMIT ${PAGE}`,
+        `SELECT rowid AS r, CAST(${L.id} AS TEXT) AS id, CAST(${L.userId} AS TEXT) AS u, ${L.metadata ?? 'NULL'} AS md, ` +
+          `${L.createdAt ?? 'NULL'} AS c, ${L.updatedAt ?? 'NULL'} AS up FROM ${L.table} WHERE rowid > ? ORDER BY rowid LIMIT ${PAGE}`,
       );
       const userSet = scope.users.length > 0 ? new Set(scope.users) : null;
       let inFilter = 0;
       let after = Number.MIN_SAFE_INTEGER;
       for (;;) {
-        const page = stmt.all(after) as { r: number; id: string | null; u: string | null }[];
+        const page = stmt.all(after) as { r: number; id: string | null; u: string | null; md: unknown; c: unknown; up: unknown }[];
         if (page.length === 0) break;
         after = Number(page[page.length - 1]!.r);
         const rows = page.map((p) => {
           const passes = (!userSet || (p.u !== null && userSet.has(p.u))) && (!scope.shard || shardOf(p.u, scope.shard.count) === scope.shard.index);
           const inScope = passes && (scope.limit === null || inFilter < scope.limit);
           if (passes) inFilter++;
-          return { rowid: Number(p.r), id: p.id ?? `rowid:${p.r}`, user: p.u, inScope };
+          const created = parseTimestamp(p.c);
+          return {
+            rowid: Number(p.r),
+            id: p.id ?? `rowid:${p.r}`,
+            user: p.u,
+            inScope,
+            md: readMetadata(p.md).json,
+            created: created?.toISOString() ?? null,
+            updated: (parseTimestamp(p.up) ?? created)?.toISOString() ?? null,
+          };
         });
-        const found = await db.query<{ id: string; m_user: string | null; dup: boolean | null; skip: boolean; frag: boolean }>(
+        // Metadata and timestamps of every stored row, compared by PostgreSQL: jsonb equality
+        // is exact for numbers of any size, where a JavaScript round trip would round them.
+        const found = await db.query<StoredRowCheck>(
           `SELECT x.id, m.user_id AS m_user,
+                  m.id IS NOT NULL AND m.metadata IS DISTINCT FROM x.md::jsonb AS md_differs,
+                  m.id IS NOT NULL AND x.created IS NOT NULL AND m.created_at IS DISTINCT FROM x.created AS created_differs,
+                  m.id IS NOT NULL AND x.updated IS NOT NULL AND m.updated_at IS DISTINCT FROM x.updated AS updated_differs,
+                  to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_created,
+                  to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_updated,
                   EXISTS (SELECT 1 FROM memory_duplicates d WHERE d.duplicate_id = x.id) AS dup,
                   EXISTS (SELECT 1 FROM migration_skips s WHERE s.source_id = x.id) AS skip,
                   EXISTS (SELECT 1 FROM prompt_fragments f WHERE f.id = x.id) AS frag
-             FROM jsonb_array_elements_text($1::text::jsonb) AS x(id)
+             FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text, created timestamptz, updated timestamptz)
              LEFT JOIN memories m ON m.id = x.id`,
-          [JSON.stringify(rows.map((r) => r.id))],
+          [JSON.stringify(rows.map((r) => ({ id: r.id, md: r.md, created: r.created, updated: r.updated })))],
         );
         const byId = new Map(found.map((f) => [f.id, f]));
+        const metadataDiffers = rows.filter((r) => byId.get(r.id)?.md_differs === true);
+        const metadataDetail = metadataDiffers.length > 0 ? await describeMetadataDiffs(db, metadataDiffers) : new Map<string, string>();
         for (const r of rows) {
           sourceIds.add(r.id);
           const uc = u(r.user);
@@ -348,6 +350,13 @@ async function reconcile(
             memoryRowids.push(r.rowid);
             if (f.m_user !== r.user) {
               mismatch({ id: r.id, user: r.user, check: 'user_id', detail: `stored under user ${f.m_user}, the source says ${r.user}` });
+            }
+            if (f.md_differs) mismatch({ id: r.id, user: r.user, check: 'metadata', detail: `metadata differs: ${metadataDetail.get(r.id) ?? 'see the row'}` });
+            if (f.created_differs) {
+              mismatch({ id: r.id, user: r.user, check: 'created_at', detail: `created_at differs: SQLite ${r.created}, Postgres ${f.m_created}` });
+            }
+            if (f.updated_differs) {
+              mismatch({ id: r.id, user: r.user, check: 'updated_at', detail: `updated_at differs: SQLite ${r.updated}, Postgres ${f.m_updated}` });
             }
           } else if (f?.dup || f?.skip) {
             // Accounted for: a recorded duplicate or a recorded skip.
@@ -443,6 +452,52 @@ async function reconcile(
   return { memoryRowids, fragmentIds, fragmentsMissing };
 }
 
+interface StoredRowCheck {
+  id: string;
+  m_user: string | null;
+  md_differs: boolean;
+  created_differs: boolean;
+  updated_differs: boolean;
+  m_created: string | null;
+  m_updated: string | null;
+  dup: boolean;
+  skip: boolean;
+  frag: boolean;
+}
+
+/**
+ * For rows whose stored metadata differs from the source's: which top-level keys differ, with
+ * both values as PostgreSQL writes them (exact, so a big integer's last digit shows).
+ */
+async function describeMetadataDiffs(db: Db, rows: { id: string; md: string }[]): Promise<Map<string, string>> {
+  const got = await db.query<{ id: string; key: string | null; src: string | null; pg: string | null }>(
+    `WITH x AS (SELECT r.id, r.md::jsonb AS md, m.metadata AS pg,
+                       jsonb_typeof(r.md::jsonb) = 'object' AND jsonb_typeof(m.metadata) = 'object' AS objects
+                  FROM jsonb_to_recordset($1::text::jsonb) AS r(id text, md text) JOIN memories m ON m.id = r.id)
+     SELECT x.id, k.key, (x.md -> k.key)::text AS src, (x.pg -> k.key)::text AS pg
+       FROM x CROSS JOIN LATERAL (SELECT jsonb_object_keys(x.md) WHERE x.objects
+                                  UNION SELECT jsonb_object_keys(x.pg) WHERE x.objects) AS k(key)
+      WHERE (x.md -> k.key) IS DISTINCT FROM (x.pg -> k.key)
+     UNION ALL
+     SELECT x.id, NULL, x.md::text, x.pg::text FROM x WHERE NOT x.objects
+     ORDER BY 1, 2`,
+    [JSON.stringify(rows.slice(0, MAX_REPORTED).map((r) => ({ id: r.id, md: r.md })))],
+  );
+  const parts = new Map<string, string[]>();
+  const cut = (v: string) => (v.length > 60 ? `${v.slice(0, 60)}…` : v);
+  for (const g of got) {
+    const list = parts.get(g.id) ?? [];
+    if (g.key === null) list.push(`SQLite ${cut(g.src ?? 'NULL')}, Postgres ${cut(g.pg ?? 'NULL')}`);
+    else if (g.pg === null) list.push(`${g.key} only in SQLite`);
+    else if (g.src === null) list.push(`${g.key} only in Postgres`);
+    else list.push(`${g.key}: ${cut(g.src)} → ${cut(g.pg)}`);
+    parts.set(g.id, list);
+  }
+  const out = new Map<string, string>();
+  for (const [id, list] of parts) out.set(id, list.slice(0, 5).join('; ') + (list.length > 5 ? `; … ${list.length - 5} more keys` : ''));
+  return out;
+}
+
 // ---------------------------------------------------------------- the sample, field by field
 
 interface SampleOptions {
@@ -458,9 +513,6 @@ interface TargetRow {
   user_id: string;
   content: string;
   content_hash: string;
-  metadata: string;
-  created_ms: number;
-  updated_ms: number;
   dims: number | null;
   embedding_model: string | null;
   vec: string | null;
@@ -484,9 +536,7 @@ async function sampleCheck(
   for (let i = 0; i < rows.length; i += 500) {
     const ids = rows.slice(i, i + 500).map((r) => r.id);
     const got = await db.query<TargetRow>(
-      `SELECT id, user_id, content, content_hash, metadata::text AS metadata,
-              (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
-              (extract(epoch FROM updated_at) * 1000)::float8 AS updated_ms,
+      `SELECT id, user_id, content, content_hash,
               CASE WHEN embedding IS NULL THEN NULL ELSE vector_dims(embedding) END AS dims,
               embedding_model, embedding::text AS vec
          FROM memories WHERE id IN (SELECT jsonb_array_elements_text($1::text::jsonb))`,
@@ -510,22 +560,6 @@ async function sampleCheck(
       m('content', `content ${describeTextDiff(src.content, t.content)}`);
     } else if (String(t.content_hash).trim() !== contentHash(src.content)) {
       m('content', 'content_hash does not match the content');
-    }
-    let md: unknown;
-    try {
-      md = JSON.parse(t.metadata);
-    } catch {
-      md = undefined;
-    }
-    const want = canonicalJson(src.metadata);
-    const got = canonicalJson(md);
-    if (want !== got) m('metadata', `metadata differs: ${describeMetadataDiff(src.metadata, md)}`);
-    if (src.createdAt && Math.round(Number(t.created_ms)) !== src.createdAt.getTime()) {
-      m('created_at', `created_at differs: SQLite ${src.createdAt.toISOString()}, Postgres ${new Date(Math.round(Number(t.created_ms))).toISOString()}`);
-    }
-    const updated = src.updatedAt ?? src.createdAt;
-    if (updated && Math.round(Number(t.updated_ms)) !== updated.getTime()) {
-      m('updated_at', `updated_at differs: SQLite ${updated.toISOString()}, Postgres ${new Date(Math.round(Number(t.updated_ms))).toISOString()}`);
     }
     if (t.vec === null) {
       m('embedding', 'no embedding stored');

@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { canonicalize } from '../source/canonical.js';
-import type { Db } from '../target/connection.js';
+import type { Db } from '../postgres/connection.js';
 
 export function embeddingCacheKey(model: string, dimensions: number, canonicalText: string): string {
   return createHash('sha256').update(`${model}|${dimensions}|${canonicalText}`, 'utf8').digest('hex');

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { UsageError } from '../errors.js';
 import { decodeEmbedding } from './decode-embedding.js';
+import { readMetadata } from './metadata.js';
 import { parseTimestamp } from './timestamps.js';
 import type { SourceFilter, SourceInfo, SourceRow } from './types.js';
 
@@ -321,7 +322,6 @@ function memorySource(
       ({ content, contentBytes, contentProblem } = decodeContent(rawContent));
     }
     const r = raw[R_ROWID];
-    const meta = parseMetadata(raw[R_METADATA]);
     const row: SourceRow = {
       rowid: Number(r),
       id: raw[R_ID] ?? `rowid:${r}`,
@@ -329,12 +329,11 @@ function memorySource(
       content,
       contentBytes,
       embedding: decodeEmbedding(raw[R_EMBEDDING]),
-      metadata: meta.metadata,
+      metadata: readMetadata(raw[R_METADATA]),
       createdAt: parseTimestamp(raw[R_CREATED]),
       updatedAt: parseTimestamp(raw[R_UPDATED]),
     };
     if (contentProblem) row.contentProblem = contentProblem;
-    if (meta.warning) row.metadataWarning = meta.warning;
     return row;
   }
 
@@ -419,27 +418,6 @@ function emptySource(info: SourceInfo): SourceFile {
     sha256: () => fileSha256(info.path),
     close() {},
   };
-}
-
-function parseMetadata(value: unknown): { metadata: Record<string, unknown>; warning?: string } {
-  if (value === null || value === undefined) return { metadata: {} };
-  let text: string;
-  if (typeof value === 'string') text = value;
-  else if (value instanceof Uint8Array) text = Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8');
-  else return { metadata: { value } }; // a number stored in the metadata column
-  if (text.trim() === '') return { metadata: {} };
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    return {
-      metadata: { raw: text },
-      warning: `metadata is not valid JSON (${err instanceof Error ? err.message : String(err)}); kept as { raw }`,
-    };
-  }
-  if (parsed === null) return { metadata: {} };
-  if (typeof parsed !== 'object' || Array.isArray(parsed)) return { metadata: { value: parsed } };
-  return { metadata: parsed as Record<string, unknown> };
 }
 
 function shardFunction(): (userId: unknown, count: unknown) => number {

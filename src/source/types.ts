@@ -1,5 +1,6 @@
 // What the SQLite reader hands to the pipeline: one normalised row per source memory,
 // whatever layout or embedding encoding the file used.
+import type { SourceMetadata } from './metadata.js';
 
 /** How a row's embedding was stored. Sniffed per row, never per file. */
 export type EmbeddingEncoding = 'json' | 'csv' | 'f32' | 'null' | 'empty' | 'bad';
@@ -24,10 +25,8 @@ export interface SourceRow {
   /** Size of the stored content in bytes. */
   contentBytes: number;
   embedding: DecodedEmbedding;
-  /** Parsed metadata object; invalid JSON is kept as { raw: text }. */
-  metadata: Record<string, unknown>;
-  /** Set when metadata was not valid JSON (kept as { raw }). */
-  metadataWarning?: string;
+  /** The metadata as jsonb will hold it (exact JSON text), and a look inside. */
+  metadata: SourceMetadata;
   createdAt: Date | null;
   updatedAt: Date | null;
 }

@@ -2,7 +2,7 @@
 // backend when the options do not, which makes rollback to SQLite a configuration change:
 //   MEMORY_TYPE=postgres (default)  the migrated schema, on DATABASE_URL or embedded PGlite
 //   MEMORY_TYPE=sqlite              the app's own SQLite file (MEMORY_SQLITE_PATH)
-import { DEFAULT_PGLITE_DIR, openDb, type Db, type TargetOptions } from '../target/connection.js';
+import { DEFAULT_PGLITE_DIR, openDb, type Db, type TargetOptions } from '../postgres/connection.js';
 import { UsageError } from '../errors.js';
 import { PostgresMemoryStore } from './postgres-store.js';
 import { SqliteMemoryStore, type SqliteStoreOptions } from './sqlite-store.js';

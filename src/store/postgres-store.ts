@@ -1,10 +1,10 @@
 // MemoryStore on the migrated Postgres schema (PGlite or a real server). Search orders by
 // the same distance expression the ivfflat index is built on, so the index is used.
 import { randomUUID } from 'node:crypto';
-import type { Db } from '../target/connection.js';
+import type { Db } from '../postgres/connection.js';
 import { contentHash, dedupHash } from '../source/canonical.js';
-import { cosineDistanceSql, ivfflatProbes } from '../target/indexes.js';
-import { tableDimensions } from '../target/schema.js';
+import { cosineDistanceSql, ivfflatProbes } from '../postgres/indexes.js';
+import { tableDimensions } from '../postgres/schema.js';
 import { RunError } from '../errors.js';
 import {
   formatPrompt,

@@ -19,8 +19,9 @@ import { dedupHash } from '../source/canonical.js';
 import { decodeEmbedding, encodeEmbeddingJson } from '../source/decode-embedding.js';
 import { describeSqliteError, DEFAULT_BUSY_TIMEOUT_MS } from '../source/sqlite-source.js';
 import { parseTimestamp } from '../source/timestamps.js';
+import { categoryOf, importanceOf, readMetadata } from '../source/metadata.js';
 import type { SourceRow } from '../source/types.js';
-import { fragmentFromSource } from '../target/fragments.js';
+import { fragmentFromSource } from '../postgres/fragments.js';
 import { RunError, UsageError } from '../errors.js';
 import {
   formatPrompt,
@@ -174,44 +175,12 @@ export function fileTimestampFormat(db: Database.Database, layout: SqliteLayout)
   return best;
 }
 
-/** Metadata text as the migration reads it: invalid JSON kept as { raw }, scalars as { value }. */
-export function parseMetadataValue(value: unknown): Record<string, unknown> {
-  if (value === null || value === undefined) return {};
-  let text: string;
-  if (typeof value === 'string') text = value;
-  else if (value instanceof Uint8Array) text = Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8');
-  else return { value };
-  if (text.trim() === '') return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    return { raw: text };
-  }
-  if (parsed === null) return {};
-  if (typeof parsed !== 'object' || Array.isArray(parsed)) return { value: parsed };
-  return parsed as Record<string, unknown>;
-}
-
 /** Stored content as a string (TEXT, or a BLOB holding UTF-8). */
 export function contentText(value: unknown): string {
   if (value === null || value === undefined) return '';
   if (typeof value === 'string') return value;
   if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8');
   return String(value);
-}
-
-/** Same rule as the migration: numeric importance, or high/medium/low, else 1.0. */
-export function importanceOf(md: Record<string, unknown>): number {
-  const v = md['importance_score'] ?? md['importance'];
-  if (typeof v === 'number' && Number.isFinite(v)) return v;
-  const named: Record<string, number> = { critical: 1.0, high: 1.0, medium: 0.6, low: 0.3 };
-  return typeof v === 'string' && v.toLowerCase() in named ? named[v.toLowerCase()]! : 1.0;
-}
-
-function categoryOf(md: Record<string, unknown>): string | null {
-  const c = md['category'];
-  return typeof c === 'string' && c.length > 0 ? c.slice(0, 100) : null;
 }
 
 function cosine(a: Float32Array, b: Float32Array): number {
@@ -298,7 +267,7 @@ export class SqliteMemoryStore implements MemoryStore {
   }
 
   private toRecord(r: RawMemory): MemoryRecord {
-    const md = parseMetadataValue(r.metadata);
+    const md = readMetadata(r.metadata).fields;
     const created = parseTimestamp(r.created_at);
     return {
       id: r.id,
@@ -421,7 +390,7 @@ export class SqliteMemoryStore implements MemoryStore {
     for (const r of rows) {
       total++;
       users.add(r.user_id);
-      const md = parseMetadataValue(r.metadata);
+      const md = readMetadata(r.metadata).fields;
       importance += importanceOf(md);
       const c = categoryOf(md);
       if (c !== null) categories.add(c);
@@ -454,7 +423,7 @@ export class SqliteMemoryStore implements MemoryStore {
         content,
         contentBytes: Buffer.byteLength(content, 'utf8'),
         embedding: { encoding: 'null', vector: null },
-        metadata: parseMetadataValue(r.metadata),
+        metadata: readMetadata(r.metadata),
         createdAt: parseTimestamp(r.created_at),
         updatedAt: parseTimestamp(r.updated_at),
       };

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { TargetOptions } from '../../src/target/connection.js';
+import type { TargetOptions } from '../../src/postgres/connection.js';
 
 export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 export const FIXTURE = fileURLToPath(new URL('../../../fixtures/espressobot_memory.db', import.meta.url));

@@ -6,7 +6,7 @@ import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { openDb, withDb, type Db, type TargetOptions } from '../../src/target/connection.js';
+import { openDb, withDb, type Db, type TargetOptions } from '../../src/postgres/connection.js';
 
 export { withDb };
 import { CLI, type CliResult } from './cli.js';
@@ -24,7 +24,7 @@ export async function freshTarget(target: TestTarget): Promise<TargetOptions> {
   // and with it the fake API servers other suites' CLI runs are talking to.
   pgliteTemplate ??= new Promise<string>((resolve, reject) => {
     const dir = mkdtempSync(join(tmpdir(), 'mm-pglite-template-'));
-    const connection = new URL('../../src/target/connection.js', import.meta.url).href;
+    const connection = new URL('../../src/postgres/connection.js', import.meta.url).href;
     const script = `const { openDb } = await import(${JSON.stringify(connection)}); const db = await openDb({ pgliteDir: process.argv[1] }); await db.close();`;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openDb, type Db, type TargetOptions } from '../../src/target/connection.js';
+import { openDb, type Db, type TargetOptions } from '../../src/postgres/connection.js';
 
 export interface TestTarget {
   name: 'pglite' | 'postgres';

@@ -26,12 +26,12 @@ import {
 import { createServer, type Server, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { testTargets } from './helpers/targets.js';
-import { CLI, runCli, targetArgs, parseJson, sha256File, type CliResult } from './helpers/cli.js';
-import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.js';
-import { openDb, type TargetOptions } from '../src/target/connection.js';
-import { mapSchemaError } from '../src/target/schema.js';
-import { describeLoadError, UsageError } from '../src/errors.js';
+import { testTargets } from '../helpers/targets.js';
+import { CLI, runCli, targetArgs, parseJson, sha256File, type CliResult } from '../helpers/cli.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.js';
+import { openDb, type TargetOptions } from '../../src/postgres/connection.js';
+import { mapSchemaError } from '../../src/postgres/schema.js';
+import { describeLoadError, UsageError } from '../../src/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mm-errors-'));
 after(() => {

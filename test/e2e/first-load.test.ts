@@ -7,11 +7,11 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { testTargets } from './helpers/targets.js';
-import { runCli, targetArgs, parseJson } from './helpers/cli.js';
-import { dumpTables, dumpDiff, withDb, freshTarget } from './helpers/rerun.js';
-import { MEMORIES_BTREE_INDEXES } from '../src/target/schema.js';
-import type { TargetOptions } from '../src/target/connection.js';
+import { testTargets } from '../helpers/targets.js';
+import { runCli, targetArgs, parseJson } from '../helpers/cli.js';
+import { dumpTables, dumpDiff, withDb, freshTarget } from '../helpers/rerun.js';
+import { MEMORIES_BTREE_INDEXES } from '../../src/postgres/schema.js';
+import type { TargetOptions } from '../../src/postgres/connection.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-first-load-'));
 const sourcePath = join(dir, 'memory.db');

@@ -7,12 +7,12 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync } from 'n
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { testTargets } from './helpers/targets.js';
-import { runCli, targetArgs, parseJson, sha256File, type CliResult } from './helpers/cli.js';
-import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.js';
-import { startCli, withDb, count, freshTarget, type RunningCli } from './helpers/rerun.js';
-import { makeFixture } from '../scripts/make-fixture.js';
-import type { Db, TargetOptions } from '../src/target/connection.js';
+import { testTargets } from '../helpers/targets.js';
+import { runCli, targetArgs, parseJson, sha256File, type CliResult } from '../helpers/cli.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.js';
+import { startCli, withDb, count, freshTarget, type RunningCli } from '../helpers/rerun.js';
+import { makeFixture } from '../../scripts/make-fixture.js';
+import type { Db, TargetOptions } from '../../src/postgres/connection.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-ledger-'));
 const fixturePath = join(dir, 'memory.db');

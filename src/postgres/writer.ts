@@ -14,7 +14,8 @@ export interface MemoryRow {
   /** null on a metadata-only update keeps the stored vector. */
   embedding: Float32Array | null;
   embeddingModel: string | null;
-  metadata: Record<string, unknown>;
+  /** JSON text, parsed by PostgreSQL itself so numbers stay exact. */
+  metadata: string;
   category: string | null;
   importanceScore: number;
   createdAt: Date | null;
@@ -205,11 +206,11 @@ export async function writeFragments(
                                      agent_type, context_tier, is_active, metadata, created_at, updated_at)
        SELECT x.id, x.category, x.priority, x.content, x.content_hash,
               ARRAY(SELECT jsonb_array_elements_text(x.tags)), x.embedding::vector, x.embedding_model,
-              x.agent_type, x.context_tier, x.is_active, x.metadata,
+              x.agent_type, x.context_tier, x.is_active, x.metadata::jsonb,
               COALESCE(x.created_at, now()), COALESCE(x.updated_at, x.created_at, now())
          FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, category text, priority int, content text, content_hash text,
               tags jsonb, embedding text, embedding_model text, agent_type text, context_tier text, is_active boolean,
-              metadata jsonb, created_at timestamptz, updated_at timestamptz)
+              metadata text, created_at timestamptz, updated_at timestamptz)
        ON CONFLICT (id) DO UPDATE SET
          category = EXCLUDED.category, priority = EXCLUDED.priority, content = EXCLUDED.content,
          content_hash = EXCLUDED.content_hash, tags = EXCLUDED.tags,

@@ -9,16 +9,16 @@ import Database from 'better-sqlite3';
 import { existsSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { testTargets } from './helpers/targets.js';
-import { runCli, targetArgs, parseJson, sha256File } from './helpers/cli.js';
-import { makeFixture } from '../scripts/make-fixture.js';
-import { withDb, type Db } from '../src/target/connection.js';
-import { PostgresMemoryStore } from '../src/store/postgres-store.js';
-import { SqliteMemoryStore } from '../src/store/sqlite-store.js';
-import { parseVectorText } from '../src/embed/cache.js';
-import { LocalProvider } from '../src/embed/local-provider.js';
-import { emptyEmbedStats } from '../src/embed/types.js';
-import type { TextEmbedder } from '../src/store/types.js';
+import { testTargets } from '../helpers/targets.js';
+import { runCli, targetArgs, parseJson, sha256File } from '../helpers/cli.js';
+import { makeFixture } from '../../scripts/make-fixture.js';
+import { withDb, type Db } from '../../src/postgres/connection.js';
+import { PostgresMemoryStore } from '../../src/store/postgres-store.js';
+import { SqliteMemoryStore } from '../../src/store/sqlite-store.js';
+import { parseVectorText } from '../../src/embed/cache.js';
+import { LocalProvider } from '../../src/embed/local-provider.js';
+import { emptyEmbedStats } from '../../src/embed/types.js';
+import type { TextEmbedder } from '../../src/store/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-rollback-'));
 

@@ -15,7 +15,8 @@ export interface FragmentRow {
   agentType: string | null;
   contextTier: ContextTier;
   isActive: boolean;
-  metadata: Record<string, unknown>;
+  /** JSON text, parsed by PostgreSQL itself so numbers stay exact. */
+  metadata: string;
   createdAt: Date | null;
   updatedAt: Date | null;
 }
@@ -41,7 +42,7 @@ export function defaultFragments(): FragmentRow[] {
     agentType,
     contextTier,
     isActive: true,
-    metadata: { source: 'memory-migrate default' },
+    metadata: '{"source": "memory-migrate default"}',
     createdAt: null,
     updatedAt: null,
   }));
@@ -52,7 +53,7 @@ const TIERS = new Set<ContextTier>(['core', 'standard', 'full']);
 
 /** A `system_prompts` row of the source as a prompt_fragments row. */
 export function fragmentFromSource(row: SourceRow): FragmentRow {
-  const md = row.metadata;
+  const md = row.metadata.fields;
   const rawPriority = md['priority'];
   const priority =
     typeof rawPriority === 'number' && Number.isFinite(rawPriority)
@@ -71,7 +72,7 @@ export function fragmentFromSource(row: SourceRow): FragmentRow {
     agentType: agent === null || agent.toLowerCase() === 'all' ? null : agent.slice(0, 100),
     contextTier: TIERS.has(tierValue) ? tierValue : 'standard',
     isActive: md['is_active'] === false ? false : true,
-    metadata: md,
+    metadata: row.metadata.json,
     createdAt: row.createdAt,
     updatedAt: row.updatedAt,
   };

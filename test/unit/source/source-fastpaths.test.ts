@@ -3,9 +3,9 @@
 // what the general code answers. Each is checked here against a copy of that general code.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeEmbedding } from '../src/source/decode-embedding.js';
-import { parseTimestamp } from '../src/source/timestamps.js';
-import { canonicalize, contentHash, dedupHash } from '../src/source/canonical.js';
+import { decodeEmbedding } from '../../../src/source/decode-embedding.js';
+import { parseTimestamp } from '../../../src/source/timestamps.js';
+import { canonicalize, contentHash, dedupHash } from '../../../src/source/canonical.js';
 
 // Deterministic PRNG so a failure can be reproduced.
 let seed = 20240501;

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RunError, UsageError } from '../src/errors.js';
+import { RunError, UsageError } from '../../../src/errors.js';
 import {
   DEFAULT_OPENAI_MODEL,
   KNOWN_MODELS,
@@ -15,19 +15,19 @@ import {
   estimateCostUsd,
   resolveDimensions,
   supportsDimensions,
-} from '../src/embed/models.js';
-import { countTokens, truncateToTokens } from '../src/embed/tokens.js';
-import { minRequests, planBatches } from '../src/embed/batching.js';
-import { OpenAIProvider, parseDurationMs, retryAfterFromHeaders, type OpenAIProviderOptions } from '../src/embed/openai-provider.js';
-import { LOCAL_MODEL, LocalProvider, localEmbedding } from '../src/embed/local-provider.js';
-import { EmbeddingCache, embeddingCacheKey, parseVectorText, vectorToText } from '../src/embed/cache.js';
-import { EmbeddingService } from '../src/embed/service.js';
-import { createProvider } from '../src/embed/index.js';
-import { emptyEmbedStats, type EmbedInput, type EmbedResult } from '../src/embed/types.js';
-import { canonicalize } from '../src/source/canonical.js';
-import type { Db } from '../src/target/connection.js';
-import { fakeVector, startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.js';
-import { freshDb, memoryDb, testTargets } from './helpers/targets.js';
+} from '../../../src/embed/models.js';
+import { countTokens, truncateToTokens } from '../../../src/embed/tokens.js';
+import { minRequests, planBatches } from '../../../src/embed/batching.js';
+import { OpenAIProvider, parseDurationMs, retryAfterFromHeaders, type OpenAIProviderOptions } from '../../../src/embed/openai-provider.js';
+import { LOCAL_MODEL, LocalProvider, localEmbedding } from '../../../src/embed/local-provider.js';
+import { EmbeddingCache, embeddingCacheKey, parseVectorText, vectorToText } from '../../../src/embed/cache.js';
+import { EmbeddingService } from '../../../src/embed/service.js';
+import { createProvider } from '../../../src/embed/index.js';
+import { emptyEmbedStats, type EmbedInput, type EmbedResult } from '../../../src/embed/types.js';
+import { canonicalize } from '../../../src/source/canonical.js';
+import type { Db } from '../../../src/postgres/connection.js';
+import { fakeVector, startFakeOpenAI, type FakeOpenAI } from '../../helpers/fake-openai.js';
+import { freshDb, memoryDb, testTargets } from '../../helpers/targets.js';
 
 const KEY = 'sk-test-fake-key-0123456789abcdef';
 const MODEL = 'text-embedding-3-small';
@@ -110,7 +110,7 @@ function provider(server: FakeOpenAI, extra: Partial<OpenAIProviderOptions> = {}
 
 /** The embedding_cache DDL, straight from the schema file (no copy to drift). */
 function cacheDdl(): string {
-  const sql = readFileSync(new URL('../../sql/002_tables.sql', import.meta.url), 'utf8');
+  const sql = readFileSync(new URL('../../../../sql/002_tables.sql', import.meta.url), 'utf8');
   const m = /CREATE TABLE IF NOT EXISTS embedding_cache \([\s\S]*?\n\);/.exec(sql);
   assert.ok(m, 'embedding_cache DDL not found in sql/002_tables.sql');
   return `CREATE EXTENSION IF NOT EXISTS vector;\n${m[0]}`;

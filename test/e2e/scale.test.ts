@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { testTargets } from './helpers/targets.js';
-import { runCli, targetArgs, parseJson } from './helpers/cli.js';
-import { makeFixture, type FixtureSummary } from '../scripts/make-fixture.js';
-import { seedEmbeddingCache, startNoEmbeddingApi, BENCH_MODEL, type NoEmbeddingApi } from '../scripts/bench.js';
-import { withDb, count } from './helpers/rerun.js';
-import { ivfflatLists } from '../src/target/indexes.js';
+import { testTargets } from '../helpers/targets.js';
+import { runCli, targetArgs, parseJson } from '../helpers/cli.js';
+import { makeFixture, type FixtureSummary } from '../../scripts/make-fixture.js';
+import { seedEmbeddingCache, startNoEmbeddingApi, BENCH_MODEL, type NoEmbeddingApi } from '../../scripts/bench.js';
+import { withDb, count } from '../helpers/rerun.js';
+import { ivfflatLists } from '../../src/postgres/indexes.js';
 
 const ROWS = 10_000;
 const DIMS = 1536;

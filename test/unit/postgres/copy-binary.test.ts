@@ -3,7 +3,7 @@
 // TEST_DATABASE_URL is set).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Db } from '../src/target/connection.js';
+import type { Db } from '../../../src/postgres/connection.js';
 import {
   BinaryCopyWriter,
   CopyEncodeError,
@@ -12,9 +12,9 @@ import {
   halfBitsToNumber,
   toHalf,
   type CopyColumnType,
-} from '../src/target/copy-binary.js';
-import { copyInto, createStaging, withStaging } from '../src/target/bulk-load.js';
-import { freshDb, memoryDb, testTargets } from './helpers/targets.js';
+} from '../../../src/postgres/copy-binary.js';
+import { copyInto, createStaging, withStaging } from '../../../src/postgres/bulk-load.js';
+import { freshDb, memoryDb, testTargets } from '../../helpers/targets.js';
 
 // ---------------------------------------------------------------- helpers
 

@@ -8,17 +8,18 @@ import Database from 'better-sqlite3';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { testTargets } from './helpers/targets.js';
-import { openDb, type Db } from '../src/target/connection.js';
-import { installSchema } from '../src/target/schema.js';
-import { writeFragments } from '../src/target/writer.js';
-import { fragmentFromSource } from '../src/target/fragments.js';
-import { LocalProvider } from '../src/embed/local-provider.js';
-import { emptyEmbedStats } from '../src/embed/types.js';
-import { openMemoryStore, resolveMemoryType } from '../src/store/index.js';
-import { SqliteMemoryStore } from '../src/store/sqlite-store.js';
-import type { MemoryStore, TextEmbedder } from '../src/store/types.js';
-import type { SourceRow } from '../src/source/types.js';
+import { testTargets } from '../../helpers/targets.js';
+import { openDb, type Db } from '../../../src/postgres/connection.js';
+import { installSchema } from '../../../src/postgres/schema.js';
+import { writeFragments } from '../../../src/postgres/writer.js';
+import { fragmentFromSource } from '../../../src/postgres/fragments.js';
+import { LocalProvider } from '../../../src/embed/local-provider.js';
+import { emptyEmbedStats } from '../../../src/embed/types.js';
+import { openMemoryStore, resolveMemoryType } from '../../../src/store/index.js';
+import { SqliteMemoryStore } from '../../../src/store/sqlite-store.js';
+import type { MemoryStore, TextEmbedder } from '../../../src/store/types.js';
+import type { SourceRow } from '../../../src/source/types.js';
+import { readMetadata } from '../../../src/source/metadata.js';
 
 export function localEmbedder(dimensions = 384): TextEmbedder {
   const provider = new LocalProvider({ dimensions });
@@ -59,7 +60,7 @@ function sourceRowOf(f: FragmentDef): SourceRow {
     content: f.content,
     contentBytes: Buffer.byteLength(f.content),
     embedding: { encoding: 'null', vector: null },
-    metadata: f.metadata,
+    metadata: readMetadata(JSON.stringify(f.metadata)),
     createdAt: new Date('2024-05-01T10:00:00Z'),
     updatedAt: null,
   };

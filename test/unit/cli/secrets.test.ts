@@ -10,10 +10,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runCli, type CliResult } from './helpers/cli.js';
-import { startFakeOpenAI, type FakeOpenAI } from './helpers/fake-openai.js';
-import { openDb, type TargetOptions } from '../src/target/connection.js';
-import { maskUrl, redact, redactDeep, registerProcessSecrets, registerSecret, registerUrlSecrets } from '../src/secrets.js';
+import { runCli, type CliResult } from '../../helpers/cli.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../../helpers/fake-openai.js';
+import { openDb, type TargetOptions } from '../../../src/postgres/connection.js';
+import { maskUrl, redact, redactDeep, registerProcessSecrets, registerSecret, registerUrlSecrets } from '../../../src/secrets.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mm-secrets-'));
 after(() => rmSync(root, { recursive: true, force: true }));

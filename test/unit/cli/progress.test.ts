@@ -8,11 +8,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, runCli, parseJson } from './helpers/cli.js';
-import { startFakeOpenAI } from './helpers/fake-openai.js';
-import { createProgress, createStepProgress, isInteractive } from '../src/progress.js';
-import type { Output } from '../src/output.js';
-import { emptyEmbedStats } from '../src/embed/types.js';
+import { CLI, runCli, parseJson } from '../../helpers/cli.js';
+import { startFakeOpenAI } from '../../helpers/fake-openai.js';
+import { createProgress, createStepProgress, isInteractive } from '../../../src/progress.js';
+import type { Output } from '../../../src/output.js';
+import { emptyEmbedStats } from '../../../src/embed/types.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mm-progress-'));
 after(() => rmSync(root, { recursive: true, force: true }));

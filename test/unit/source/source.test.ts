@@ -23,13 +23,13 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { UsageError } from '../src/errors.js';
-import { decodeEmbedding, encodeEmbeddingJson } from '../src/source/decode-embedding.js';
-import { parseTimestamp } from '../src/source/timestamps.js';
-import { canonicalize, contentHash, dedupHash } from '../src/source/canonical.js';
-import { describeFsError, describeSqliteError, openSource, shardOf } from '../src/source/sqlite-source.js';
-import { makeFixture } from '../scripts/make-fixture.js';
-import type { SourceRow } from '../src/source/types.js';
+import { UsageError } from '../../../src/errors.js';
+import { decodeEmbedding, encodeEmbeddingJson } from '../../../src/source/decode-embedding.js';
+import { parseTimestamp } from '../../../src/source/timestamps.js';
+import { canonicalize, contentHash, dedupHash } from '../../../src/source/canonical.js';
+import { describeFsError, describeSqliteError, openSource, shardOf } from '../../../src/source/sqlite-source.js';
+import { makeFixture } from '../../../scripts/make-fixture.js';
+import type { SourceRow } from '../../../src/source/types.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mm-source-'));
 after(() => {
@@ -290,36 +290,38 @@ describe('openSource: reading rows', () => {
     assert.equal(a.contentProblem, undefined);
     assert.equal(a.embedding.encoding, 'json');
     assert.deepEqual(f32Bytes(a.embedding.vector!), f32Bytes(vec));
-    assert.deepEqual(a.metadata, { agent: 'EspressoBot' });
+    assert.deepEqual(a.metadata.fields, { agent: 'EspressoBot' });
     assert.equal(a.createdAt!.toISOString(), '2024-01-02T03:04:05.000Z');
     assert.equal(a.updatedAt!.toISOString(), '2024-01-02T03:04:06.000Z');
 
     assert.equal(b.id, '42');
     assert.equal(b.userId, null);
     assert.equal(b.embedding.encoding, 'f32');
-    assert.deepEqual(b.metadata, { value: [1, 2] });
+    assert.deepEqual(b.metadata.fields, { value: [1, 2] });
     assert.equal(b.createdAt!.toISOString(), '2024-03-05T14:07:09.000Z');
     assert.equal(b.updatedAt, null);
 
     assert.equal(c.embedding.encoding, 'csv');
-    assert.deepEqual(c.metadata, { raw: '{"truncated": ' });
-    assert.match(c.metadataWarning!, /not valid JSON/);
+    assert.deepEqual(c.metadata.fields, { raw: '{"truncated": ' });
+    assert.match(c.metadata.warning!, /not valid JSON/);
+    assert.equal(c.metadata.json, '{"raw":"{\\"truncated\\": "}');
     assert.equal(c.createdAt, null);
 
     assert.equal(d.content, '\ufeffkeeps its BOM');
     assert.equal(d.embedding.encoding, 'null');
-    assert.deepEqual(d.metadata, {});
-    assert.equal(d.metadataWarning, undefined);
+    assert.deepEqual(d.metadata.fields, {});
+    assert.equal(d.metadata.warning, undefined);
+    assert.equal(d.metadata.json, '{}');
     assert.equal(d.createdAt, null);
 
     assert.equal(e.embedding.encoding, 'empty');
-    assert.deepEqual(e.metadata, { value: 'just text' });
+    assert.deepEqual(e.metadata.fields, { value: 'just text' });
 
     // 'Cafj' + 0xE9: Latin-1 bytes stored as TEXT, not valid UTF-8.
     assert.equal(f.contentProblem, 'content is not valid UTF-8');
     assert.equal(f.contentBytes, 5);
     assert.equal(f.content, 'Cafj\ufffd');
-    assert.deepEqual(f.metadata, {});
+    assert.deepEqual(f.metadata.fields, {});
   });
 
   test('meta_data is read as the metadata column; missing optional columns give null/{}', () => {
@@ -337,7 +339,7 @@ describe('openSource: reading rows', () => {
     assert.equal(row!.id, '7');
     assert.equal(row!.rowid, 7);
     assert.equal(row!.userId, '1');
-    assert.deepEqual(row!.metadata, { category: 'prefs' });
+    assert.deepEqual(row!.metadata.fields, { category: 'prefs' });
     assert.equal(row!.embedding.encoding, 'null');
     assert.equal(row!.createdAt!.toISOString(), '2024-03-05T14:07:09.000Z');
     assert.equal(row!.updatedAt, null);
@@ -351,7 +353,7 @@ describe('openSource: reading rows', () => {
     assert.equal(src2.info.metadataColumn, null);
     const [r2] = [...src2.rows()];
     src2.close();
-    assert.deepEqual(r2!.metadata, {});
+    assert.deepEqual(r2!.metadata.fields, {});
     assert.equal(r2!.embedding.encoding, 'null');
     assert.equal(r2!.createdAt, null);
   });
@@ -401,7 +403,7 @@ describe('openSource: reading rows', () => {
   });
 
   test('the committed fixtures/empty.db is zero bytes and reads as empty', () => {
-    const p = fileURLToPath(new URL('../../fixtures/empty.db', import.meta.url));
+    const p = fileURLToPath(new URL('../../../../fixtures/empty.db', import.meta.url));
     assert.equal(statSync(p).size, 0);
     const src = openSource(p);
     assert.equal(src.info.layout, 'empty');
@@ -593,7 +595,7 @@ describe('openSource: files it cannot use are UsageErrors with a fix', () => {
     chmodSync(root, 0o755);
     chmodSync(dir, 0o755);
     chmodSync(p, 0o000);
-    const moduleUrl = pathToFileURL(fileURLToPath(new URL('../src/source/sqlite-source.js', import.meta.url))).href;
+    const moduleUrl = pathToFileURL(fileURLToPath(new URL('../../../src/source/sqlite-source.js', import.meta.url))).href;
     const script = `
       const { openSource } = await import(${JSON.stringify(moduleUrl)});
       try { openSource(${JSON.stringify(p)}); console.log('OPENED'); }
@@ -756,13 +758,13 @@ describe('fixture generator', () => {
     const prompts = rows.filter((r) => r.userId === 'system_prompts');
     assert.equal(prompts.length, 5);
     for (const p of prompts) {
-      assert.equal(p.metadata.type, 'system_prompt');
-      assert.ok(['high', 'medium', 'low'].includes(p.metadata.priority as string));
-      assert.ok(Array.isArray(p.metadata.tags));
-      assert.ok(['all', 'sales'].includes(p.metadata.agent_type as string));
+      assert.equal(p.metadata.fields.type, 'system_prompt');
+      assert.ok(['high', 'medium', 'low'].includes(p.metadata.fields.priority as string));
+      assert.ok(Array.isArray(p.metadata.fields.tags));
+      assert.ok(['all', 'sales'].includes(p.metadata.fields.agent_type as string));
     }
-    assert.ok(prompts.some((p) => p.metadata.context_tier === 'core'));
-    assert.ok(prompts.some((p) => p.metadata.context_tier === undefined));
+    assert.ok(prompts.some((p) => p.metadata.fields.context_tier === 'core'));
+    assert.ok(prompts.some((p) => p.metadata.fields.context_tier === undefined));
     assert.equal(rows.filter((r) => r.userId === 'system_metrics').length, 2);
 
     // Duplicates within a user, by the same hashes the pipeline uses.
@@ -830,7 +832,7 @@ describe('fixture generator', () => {
     assert.ok(rows.some((r) => /[éëöüç]/.test(r.content)), 'accents');
     assert.equal(rows.filter((r) => r.content.includes('\r\n')).length, s.crlfContent);
     assert.ok(s.crlfContent >= 1);
-    assert.equal(rows.filter((r) => r.metadataWarning).length, s.invalidMetadata);
+    assert.equal(rows.filter((r) => r.metadata.warning).length, s.invalidMetadata);
     assert.equal(s.invalidMetadata, 1);
     assert.ok(rows.every((r) => r.contentProblem === undefined));
 
@@ -880,7 +882,7 @@ describe('fixture generator', () => {
   });
 
   test('the committed fixture holds several users, every encoding, prompts and duplicates', () => {
-    const p = fileURLToPath(new URL('../../fixtures/espressobot_memory.db', import.meta.url));
+    const p = fileURLToPath(new URL('../../../../fixtures/espressobot_memory.db', import.meta.url));
     assert.ok(statSync(p).size < 4.5 * 1024 * 1024);
     const src = openSource(p);
     const rows = [...src.rows()];
@@ -909,5 +911,5 @@ function rowEmbeddingRaw(path: string, rowid: number): unknown {
 
 function require_(name: string): string {
   // Absolute path of an installed package, for scripts run with `node -e`.
-  return fileURLToPath(new URL(`../../node_modules/${name}/lib/index.js`, import.meta.url));
+  return fileURLToPath(new URL(`../../../../node_modules/${name}/lib/index.js`, import.meta.url));
 }
