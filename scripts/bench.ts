@@ -36,7 +36,7 @@ import { defaultFragments } from '../src/postgres/fragments.js';
 import { addMemoryRow, memoryCopyWriter, MEMORY_COPY_COLUMNS, type MemoryRow } from '../src/postgres/writer.js';
 import { openDb, withDb, type Db, type TargetOptions } from '../src/postgres/connection.js';
 import { installSchema } from '../src/postgres/schema.js';
-import { MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../src/pipeline.js';
+import { MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../src/source/rules.js';
 import { categoryOf, importanceOf } from '../src/source/metadata.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -7,6 +7,7 @@ import type { SourceFile } from './source/sqlite-source.js';
 import type { SourceFilter, SourceRow } from './source/types.js';
 import { contentHash, dedupHash } from './source/canonical.js';
 import { categoryOf, importanceOf } from './source/metadata.js';
+import { isSystemUser, MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from './source/rules.js';
 import type { EmbeddingService } from './embed/service.js';
 import type { EmbedInput, EmbedStats } from './embed/types.js';
 import { fragmentFromSource, defaultFragments, type FragmentRow } from './postgres/fragments.js';
@@ -26,8 +27,6 @@ import { createBtreeIndexes, dropMemoriesBtreeIndexes } from './postgres/schema.
 import { emptyMemoryCounts, MAX_SKIPPED_IN_REPORT, type MemoryCounts, type SkippedRow } from './report.js';
 import { jaccard, RunDedupKeys, wordSet } from './dedup.js';
 
-export const MAX_CONTENT_BYTES = 1024 * 1024;
-export const SYSTEM_PROMPTS_USER = 'system_prompts';
 
 export interface DedupOptions {
   mode: 'exact' | 'fuzzy' | 'semantic';
@@ -335,7 +334,7 @@ function skipReason(row: SourceRow & { idClash?: string }): string | null {
   if (row.contentBytes > MAX_CONTENT_BYTES) return 'content over 1 MB';
   if (row.content.trim().length === 0) return 'empty content';
   if (row.idClash) return `id differs only in case from ${row.idClash}`;
-  if (row.userId !== SYSTEM_PROMPTS_USER && row.userId.startsWith('system_')) return `system user ${row.userId}`;
+  if (isSystemUser(row.userId)) return `system user ${row.userId}`;
   return null;
 }
 

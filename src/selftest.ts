@@ -8,6 +8,7 @@ import type { SelftestCheck } from './report.js';
 import { errorMessage } from './errors.js';
 import { cosineDistanceSql } from './postgres/indexes.js';
 import { tableDimensions } from './postgres/schema.js';
+import { vectorToText } from './postgres/vector-text.js';
 
 export interface SelftestResult {
   passed: boolean;
@@ -53,7 +54,7 @@ export async function runSelftest(db: Db, embedder: TextEmbedder): Promise<Selft
       const plan = await db.transaction(async (tx) => {
         await tx.exec('SET LOCAL enable_seqscan = off');
         return tx.query(`EXPLAIN SELECT id FROM memories ORDER BY ${cosineDistanceSql(dims, '$1')} LIMIT 5`, [
-          `[${Array.from(vec!).join(',')}]`,
+          vectorToText(vec!),
         ]);
       });
       const text = plan.map((r) => Object.values(r)[0]).join('\n');

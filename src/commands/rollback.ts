@@ -11,7 +11,7 @@ import { openSource, describeSqliteError, DEFAULT_BUSY_TIMEOUT_MS } from '../sou
 import { parseTimestamp } from '../source/timestamps.js';
 import { encodeEmbeddingJson } from '../source/decode-embedding.js';
 import { metadataForSqlite, readMetadata } from '../source/metadata.js';
-import { parseVectorText } from '../embed/cache.js';
+import { parseVectorText } from '../postgres/vector-text.js';
 import { tableDimensions } from '../postgres/schema.js';
 import {
   contentText,

@@ -12,9 +12,10 @@ import { tableDimensions } from '../postgres/schema.js';
 import { cosineDistanceSql, ivfflatProbes } from '../postgres/indexes.js';
 import { readMetadata } from '../source/metadata.js';
 import { parseTimestamp } from '../source/timestamps.js';
-import { parseVectorText } from '../embed/cache.js';
+import { parseVectorText } from '../postgres/vector-text.js';
 import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL, modelInfo } from '../embed/models.js';
-import { detectLayout, SQLITE_FRAGMENT_USER } from '../store/sqlite-store.js';
+import { detectLayout } from '../store/sqlite-store.js';
+import { SYSTEM_PROMPTS_USER } from '../source/rules.js';
 import type { Db } from '../postgres/connection.js';
 import type { Output } from '../output.js';
 import { UsageError } from '../errors.js';
@@ -360,11 +361,11 @@ async function reconcile(
             }
           } else if (f?.dup || f?.skip) {
             // Accounted for: a recorded duplicate or a recorded skip.
-          } else if (f?.frag && r.user === SQLITE_FRAGMENT_USER) {
+          } else if (f?.frag && r.user === SYSTEM_PROMPTS_USER) {
             fragmentIds.add(r.id);
           } else if (r.inScope) {
             c.missing++;
-            if (r.user === SQLITE_FRAGMENT_USER) fragmentsMissing++;
+            if (r.user === SYSTEM_PROMPTS_USER) fragmentsMissing++;
             mismatch({ id: r.id, user: r.user, check: 'missing', detail: 'in SQLite but not in Postgres (not stored, not a recorded duplicate or skip)' });
           } else {
             uc.pending++;
@@ -402,7 +403,7 @@ async function reconcile(
     'skipped',
   );
   add(
-    await db.query(`SELECT '${SQLITE_FRAGMENT_USER}' AS u, count(*)::int AS n FROM prompt_fragments WHERE id NOT LIKE 'default:%' HAVING count(*) > 0`),
+    await db.query(`SELECT '${SYSTEM_PROMPTS_USER}' AS u, count(*)::int AS n FROM prompt_fragments WHERE id NOT LIKE 'default:%' HAVING count(*) > 0`),
     'fragments',
   );
 
@@ -433,7 +434,7 @@ async function reconcile(
         WHERE duplicate_id > $1 AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = duplicate_id) ORDER BY duplicate_id LIMIT ${PAGE}`,
     ],
     ['migration_skips', `SELECT source_id AS id, user_id AS u FROM migration_skips WHERE source_id > $1 ORDER BY source_id LIMIT ${PAGE}`],
-    ['prompt_fragments', `SELECT id, '${SQLITE_FRAGMENT_USER}' AS u FROM prompt_fragments WHERE id > $1 AND id NOT LIKE 'default:%' ORDER BY id LIMIT ${PAGE}`],
+    ['prompt_fragments', `SELECT id, '${SYSTEM_PROMPTS_USER}' AS u FROM prompt_fragments WHERE id > $1 AND id NOT LIKE 'default:%' ORDER BY id LIMIT ${PAGE}`],
   ];
   for (const [table, sql] of extraQueries) {
     let last = '';
@@ -683,20 +684,20 @@ async function checkFragments(
   if (report.fragments.source !== report.fragments.target) {
     mismatch({
       id: null,
-      user: SQLITE_FRAGMENT_USER,
+      user: SYSTEM_PROMPTS_USER,
       check: 'fragment',
       detail: `${report.fragments.source} fragments in SQLite (system_prompts rows, not skipped, in scope), ${report.fragments.target} migrated fragments in Postgres`,
     });
   }
   if (found.size === 0) return;
-  for (const row of source.rows({ users: [SQLITE_FRAGMENT_USER] })) {
+  for (const row of source.rows({ users: [SYSTEM_PROMPTS_USER] })) {
     if (!found.has(row.id)) continue;
     const content = byId.get(row.id);
     report.fragments.checked++;
     if (content === undefined || !Buffer.from(content, 'utf8').equals(Buffer.from(row.content, 'utf8'))) {
       mismatch({
         id: row.id,
-        user: SQLITE_FRAGMENT_USER,
+        user: SYSTEM_PROMPTS_USER,
         check: 'fragment',
         detail: content === undefined ? 'fragment not in prompt_fragments' : `fragment content ${describeTextDiff(row.content, content)}`,
       });

@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { canonicalize } from '../source/canonical.js';
 import type { Db } from '../postgres/connection.js';
+import { parseVectorText, vectorToText } from '../postgres/vector-text.js';
 
 export function embeddingCacheKey(model: string, dimensions: number, canonicalText: string): string {
   return createHash('sha256').update(`${model}|${dimensions}|${canonicalText}`, 'utf8').digest('hex');
@@ -142,27 +143,3 @@ export class EmbeddingCache {
   }
 }
 
-/**
- * pgvector text form. JavaScript prints each float32 (widened to a double) with enough digits
- * to round-trip, and pgvector parses with strtof, so the stored float4 values are bit-identical.
- */
-export function vectorToText(v: Float32Array | readonly number[]): string {
-  let s = '[';
-  for (let i = 0; i < v.length; i++) {
-    if (i > 0) s += ',';
-    s += String(v[i]);
-  }
-  return s + ']';
-}
-
-/** Parses pgvector's text output '[1,2.5,-3e-05]'. */
-export function parseVectorText(text: string): Float32Array {
-  const body = text.trim();
-  if (!body.startsWith('[') || !body.endsWith(']')) throw new Error(`not a vector literal: ${body.slice(0, 40)}`);
-  const inner = body.slice(1, -1).trim();
-  if (inner === '') return new Float32Array(0);
-  const parts = inner.split(',');
-  const out = new Float32Array(parts.length);
-  for (let i = 0; i < parts.length; i++) out[i] = Number(parts[i]);
-  return out;
-}

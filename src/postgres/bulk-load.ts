@@ -7,7 +7,8 @@
 // ONE transaction: a temp table exists only in its own session, and postgres.js runs
 // queries outside a transaction on any connection of its pool. `withStaging` does this for
 // you; `createStaging` checks it and fails loudly when called outside a transaction.
-import { quoteIdent, type Db } from './connection.js';
+import type { Db } from './connection.js';
+import { quoteIdent } from '../sql-identifier.js';
 import { BinaryCopyWriter, CopyEncodeError, type CopyColumnType } from './copy-binary.js';
 
 /**

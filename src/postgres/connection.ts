@@ -8,6 +8,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { vector } from '@electric-sql/pglite-pgvector';
 import { maskUrl, redact } from '../secrets.js';
 import { RunError, UsageError } from '../errors.js';
+import { quoteIdent } from '../sql-identifier.js';
 
 export type Row = Record<string, any>;
 
@@ -354,6 +355,3 @@ function isAlive(pid: number): boolean {
   }
 }
 
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}

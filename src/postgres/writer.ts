@@ -4,6 +4,7 @@
 import type { Db } from './connection.js';
 import { BinaryCopyWriter, type CopyColumnType } from './copy-binary.js';
 import type { FragmentRow } from './fragments.js';
+import { vectorToText } from './vector-text.js';
 
 export interface MemoryRow {
   id: string;
@@ -172,11 +173,6 @@ async function copyStraightIn(tx: Db, rows: MemoryRow[], encoded: Uint8Array): P
   return { inserted: ids.length, updated: 0, insertedIds: ids, updatedIds: [] };
 }
 
-function vectorText(v: Float32Array | null | undefined): string | null {
-  if (!v) return null;
-  return `[${Array.from(v).join(',')}]`;
-}
-
 export async function writeFragments(
   tx: Db,
   rows: (FragmentRow & { embedding?: Float32Array | null; embeddingModel?: string | null })[],
@@ -190,7 +186,7 @@ export async function writeFragments(
       content: f.content,
       content_hash: f.contentHash,
       tags: f.tags,
-      embedding: vectorText(f.embedding),
+      embedding: f.embedding ? vectorToText(f.embedding) : null,
       embedding_model: f.embeddingModel ?? null,
       agent_type: f.agentType,
       context_tier: f.contextTier,

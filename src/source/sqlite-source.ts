@@ -9,6 +9,7 @@ import { decodeEmbedding } from './decode-embedding.js';
 import { readMetadata } from './metadata.js';
 import { parseTimestamp } from './timestamps.js';
 import type { SourceFilter, SourceInfo, SourceRow } from './types.js';
+import { quoteIdent } from '../sql-identifier.js';
 
 export interface OpenSourceOptions {
   /** How long to wait for a writer's lock before giving up (default 5000 ms). */
@@ -451,10 +452,6 @@ function checkLimit(limit: number): number {
 
 function optionalCol(name: string | undefined): string {
   return name === undefined ? 'NULL' : quoteIdent(name);
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }
 
 function fileSha256(path: string): string {

@@ -2,6 +2,7 @@
 // the same distance expression the ivfflat index is built on, so the index is used.
 import { randomUUID } from 'node:crypto';
 import type { Db } from '../postgres/connection.js';
+import { vectorToText } from '../postgres/vector-text.js';
 import { contentHash, dedupHash } from '../source/canonical.js';
 import { cosineDistanceSql, ivfflatProbes } from '../postgres/indexes.js';
 import { tableDimensions } from '../postgres/schema.js';
@@ -20,9 +21,6 @@ import {
   type TextEmbedder,
 } from './types.js';
 
-function vectorParam(v: Float32Array): string {
-  return `[${Array.from(v).join(',')}]`;
-}
 
 function toRecord(r: Record<string, any>): MemoryRecord {
   return {
@@ -103,7 +101,7 @@ export class PostgresMemoryStore implements MemoryStore {
        ON CONFLICT (id) DO UPDATE SET content = EXCLUDED.content, content_hash = EXCLUDED.content_hash,
          dedup_hash = EXCLUDED.dedup_hash, embedding = EXCLUDED.embedding, embedding_model = EXCLUDED.embedding_model,
          metadata = EXCLUDED.metadata, category = EXCLUDED.category`,
-      [id, input.userId, input.content, hash, dhash, vectorParam(vec!), this.embedder.model, JSON.stringify(md),
+      [id, input.userId, input.content, hash, dhash, vectorToText(vec!), this.embedder.model, JSON.stringify(md),
         typeof md['category'] === 'string' ? md['category'] : null],
     );
     return { id, duplicate: false };
@@ -127,7 +125,7 @@ export class PostgresMemoryStore implements MemoryStore {
           WHERE user_id = $2 AND embedding IS NOT NULL
           ORDER BY distance
           LIMIT $3`,
-        [vectorParam(vec!), userId, k],
+        [vectorToText(vec!), userId, k],
       );
     });
     const out = hits.map((h) => ({ ...toRecord(h), similarity: 1 - Number(h['distance']) }));

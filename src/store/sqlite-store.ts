@@ -20,6 +20,7 @@ import { decodeEmbedding, encodeEmbeddingJson } from '../source/decode-embedding
 import { describeSqliteError, DEFAULT_BUSY_TIMEOUT_MS } from '../source/sqlite-source.js';
 import { parseTimestamp } from '../source/timestamps.js';
 import { categoryOf, importanceOf, readMetadata } from '../source/metadata.js';
+import { SYSTEM_PROMPTS_USER } from '../source/rules.js';
 import type { SourceRow } from '../source/types.js';
 import { fragmentFromSource } from '../postgres/fragments.js';
 import { RunError, UsageError } from '../errors.js';
@@ -36,9 +37,8 @@ import {
   type StoreStats,
   type TextEmbedder,
 } from './types.js';
+import { quoteIdent } from '../sql-identifier.js';
 
-/** The user id whose rows are prompt fragments, not memories. */
-export const SQLITE_FRAGMENT_USER = 'system_prompts';
 
 // ---------------------------------------------------------------- layout helpers
 
@@ -80,10 +80,6 @@ CREATE TABLE IF NOT EXISTS memory_analytics (
   created_at DATETIME DEFAULT CURRENT_TIMESTAMP
 );
 `;
-
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
 
 /** Finds the memory table (any case) and its columns; null when the file has none. */
 export function detectLayout(db: Database.Database): SqliteLayout | null {
@@ -284,8 +280,8 @@ export class SqliteMemoryStore implements MemoryStore {
 
   async add(input: AddInput): Promise<AddResult> {
     const L = this.layout;
-    if (input.userId === SQLITE_FRAGMENT_USER || input.userId.startsWith('system_')) {
-      throw new UsageError(`user ids starting with system_ are reserved in the SQLite layout (${SQLITE_FRAGMENT_USER} rows are prompt fragments)`);
+    if (input.userId === SYSTEM_PROMPTS_USER || input.userId.startsWith('system_')) {
+      throw new UsageError(`user ids starting with system_ are reserved in the SQLite layout (${SYSTEM_PROMPTS_USER} rows are prompt fragments)`);
     }
     const key = dedupHash(input.content);
     const order = L.createdAt ? `${L.createdAt}, ${L.id}` : L.id;
@@ -411,7 +407,7 @@ export class SqliteMemoryStore implements MemoryStore {
   /** Every fragment row of the file, mapped exactly as the migration maps it. */
   private fragments(): (FragmentRecord & { active: boolean })[] {
     const L = this.layout;
-    const rows = this.db.prepare(`SELECT ${this.columns} FROM ${L.table} WHERE ${L.userId} = ?`).all(SQLITE_FRAGMENT_USER) as RawMemory[];
+    const rows = this.db.prepare(`SELECT ${this.columns} FROM ${L.table} WHERE ${L.userId} = ?`).all(SYSTEM_PROMPTS_USER) as RawMemory[];
     const out: (FragmentRecord & { active: boolean })[] = [];
     for (const r of rows) {
       const content = contentText(r.content);
@@ -419,7 +415,7 @@ export class SqliteMemoryStore implements MemoryStore {
       const row: SourceRow = {
         rowid: 0,
         id: r.id,
-        userId: SQLITE_FRAGMENT_USER,
+        userId: SYSTEM_PROMPTS_USER,
         content,
         contentBytes: Buffer.byteLength(content, 'utf8'),
         embedding: { encoding: 'null', vector: null },

@@ -11,7 +11,7 @@ import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.js';
 import { makeFixture, type FixtureSummary } from '../../scripts/make-fixture.js';
 import { openDb, type Db } from '../../src/postgres/connection.js';
 import { openSource } from '../../src/source/sqlite-source.js';
-import { parseVectorText } from '../../src/embed/cache.js';
+import { parseVectorText } from '../../src/postgres/vector-text.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-migrate-'));
 const fixturePath = join(dir, 'memory.db');

@@ -15,7 +15,7 @@ import { makeFixture } from '../../scripts/make-fixture.js';
 import { withDb, type Db } from '../../src/postgres/connection.js';
 import { PostgresMemoryStore } from '../../src/store/postgres-store.js';
 import { SqliteMemoryStore } from '../../src/store/sqlite-store.js';
-import { parseVectorText } from '../../src/embed/cache.js';
+import { parseVectorText } from '../../src/postgres/vector-text.js';
 import { LocalProvider } from '../../src/embed/local-provider.js';
 import { emptyEmbedStats } from '../../src/embed/types.js';
 import type { TextEmbedder } from '../../src/store/types.js';
