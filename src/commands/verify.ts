@@ -9,7 +9,7 @@ import { openSource, shardOf, type SourceFile } from '../source/sqlite-source.js
 import type { SourceRow } from '../source/types.js';
 import { contentHash } from '../source/canonical.js';
 import { tableDimensions } from '../postgres/schema.js';
-import { cosineDistanceSql, ivfflatProbes } from '../postgres/indexes.js';
+import { cosineDistanceSql, ivfflatIndexLists, ivfflatProbes } from '../postgres/indexes.js';
 import { readMetadata } from '../source/metadata.js';
 import { parseTimestamp } from '../source/timestamps.js';
 import { parseVectorText } from '../postgres/vector-text.js';
@@ -593,17 +593,12 @@ async function sampleCheck(
 // ---------------------------------------------------------------- index recall
 
 async function measureRecall(db: Db, dims: number, rows: { id: string; vec: string }[], report: VerifyReport): Promise<void> {
-  const [ix] = await db.query<{ lists: number | null }>(
-    `SELECT substring(array_to_string(c.reloptions, ',') from 'lists=([0-9]+)')::int AS lists
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = current_schema() AND c.relname = 'memories_embedding_idx' AND c.relkind = 'i'`,
-  );
-  if (!ix) {
+  const lists = await ivfflatIndexLists(db, 'memories_embedding_idx');
+  if (lists === null) {
     if (rows.length > 0) report.notes.push('no vector index memories_embedding_idx: recall not measured (migrate builds it after loading)');
     return;
   }
   if (rows.length === 0) return;
-  const lists = Number(ix.lists ?? 100);
   const probes = ivfflatProbes(lists);
   const recallAt = async (p: number): Promise<number> => {
     let hits = 0;

@@ -13,6 +13,20 @@ export function ivfflatLists(rows: number): number {
   return Math.max(10, Math.floor(rows / 1000));
 }
 
+/**
+ * The lists of an ivfflat index in the current schema (pgvector's default 100 when it was
+ * built without the option), or null when there is no such index.
+ */
+export async function ivfflatIndexLists(db: Db, index: string): Promise<number | null> {
+  const [ix] = await db.query<{ lists: number | null }>(
+    `SELECT substring(array_to_string(c.reloptions, ',') from 'lists=([0-9]+)')::int AS lists
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = current_schema() AND c.relname = $1 AND c.relkind = 'i'`,
+    [index],
+  );
+  return ix ? Number(ix.lists ?? 100) : null;
+}
+
 /** Probes that give good recall for a list count: sqrt(lists), at least 1. */
 export function ivfflatProbes(lists: number): number {
   return Math.max(1, Math.ceil(Math.sqrt(lists)));

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { Db } from '../postgres/connection.js';
 import { vectorToText } from '../postgres/vector-text.js';
 import { contentHash, dedupHash } from '../source/canonical.js';
-import { cosineDistanceSql, ivfflatProbes } from '../postgres/indexes.js';
+import { cosineDistanceSql, ivfflatIndexLists, ivfflatProbes } from '../postgres/indexes.js';
 import { tableDimensions } from '../postgres/schema.js';
 import { RunError } from '../errors.js';
 import {
@@ -112,13 +112,10 @@ export class PostgresMemoryStore implements MemoryStore {
     await this.assertSingleModel(userId);
     const [vec] = await this.embedder.embed([query]);
     const hits = await this.db.transaction(async (tx) => {
-      const [{ lists }] = (await tx.query<{ lists: number }>(
-        `SELECT COALESCE((SELECT substring(array_to_string(c.reloptions, ',') from 'lists=([0-9]+)')::int
-           FROM pg_class c WHERE c.relname = 'memories_embedding_idx' AND c.relkind = 'i'), 1) AS lists`,
-      )) as [{ lists: number }];
+      const lists = (await ivfflatIndexLists(tx, 'memories_embedding_idx')) ?? 1;
       // Probes sqrt(lists) for recall; iterative scans keep filling when the user filter
       // removes rows the index returned (pgvector >= 0.8; ignored as a placeholder before).
-      await tx.exec(`SET LOCAL ivfflat.probes = ${ivfflatProbes(Number(lists))}; SET LOCAL ivfflat.iterative_scan = relaxed_order;`);
+      await tx.exec(`SET LOCAL ivfflat.probes = ${ivfflatProbes(lists)}; SET LOCAL ivfflat.iterative_scan = relaxed_order;`);
       return tx.query(
         `SELECT ${RECORD_COLUMNS}, ${cosineDistanceSql(this.dims, '$1')} AS distance
            FROM memories

@@ -13,7 +13,6 @@ import {
   toHalf,
   type CopyColumnType,
 } from '../../../src/postgres/copy-binary.js';
-import { copyInto, createStaging, withStaging } from '../../../src/postgres/bulk-load.js';
 import { freshDb, memoryDb, testTargets } from '../../helpers/targets.js';
 
 // ---------------------------------------------------------------- helpers
@@ -291,17 +290,6 @@ CREATE TABLE items (
 );
 `;
 
-const ITEM_COLUMNS = ['id', 'user_id', 'content', 'hash', 'embedding', 'tags', 'metadata', 'score', 'created_at'];
-const ITEM_TYPES: CopyColumnType[] = ['text', 'text', 'text', 'text', 'vector', 'text[]', 'jsonb', 'float8', 'timestamptz'];
-
-const UPSERT_ITEMS = `
-INSERT INTO items (${ITEM_COLUMNS.join(', ')})
-SELECT ${ITEM_COLUMNS.join(', ')} FROM stg_items
-ON CONFLICT (id) DO UPDATE SET
-  user_id = excluded.user_id, content = excluded.content, hash = excluded.hash,
-  embedding = excluded.embedding, tags = excluded.tags, metadata = excluded.metadata,
-  score = excluded.score, updated_at = now()`;
-
 for (const target of targets) {
   describe(`COPY binary on ${target.name}`, () => {
     let db: Db;
@@ -517,94 +505,6 @@ for (const target of targets) {
       await db.query(`DELETE FROM vec3`);
     });
 
-    test('staging table + INSERT ... ON CONFLICT loads idempotently', async () => {
-      const created = new Date('2023-03-04T05:06:07.089Z');
-      const item = (id: string, content: string, v: number[] | null, extra: Partial<Record<'tags' | 'metadata', unknown>> = {}) => [
-        id,
-        'user-1',
-        content,
-        id.padEnd(8, '0').slice(0, 8),
-        v,
-        extra.tags ?? ['t1', '标签'],
-        extra.metadata ?? { source: 'sqlite', emoji: '🧠' },
-        0.5,
-        created,
-      ];
-      const load = (rows: unknown[][]) =>
-        withStaging(db, 'stg_items', 'items', async (tx, staging) => {
-          assert.equal(staging, 'stg_items');
-          const n = await copyInto(tx, staging, ITEM_COLUMNS, ITEM_TYPES, rows);
-          await tx.query(UPSERT_ITEMS);
-          return n;
-        });
-
-      assert.equal(await load([item('a', 'first', [1, 2, 3]), item('b', 'second', null, { tags: [] })]), 2);
-      assert.equal(await load([item('b', 'second, edited', [0.5, 0.25, 0.125]), item('c', 'third ✓', [-1, 0, 1])]), 2);
-      // Same batch again: nothing new, nothing lost.
-      assert.equal(await load([item('b', 'second, edited', [0.5, 0.25, 0.125]), item('c', 'third ✓', [-1, 0, 1])]), 2);
-
-      const got = await db.query<Record<string, any>>(
-        `SELECT id, content, hash, embedding::text AS e, array_to_json(tags)::text AS tags, metadata::text AS m,
-                (extract(epoch FROM created_at) * 1000)::bigint::text AS created_ms
-         FROM items ORDER BY id`,
-      );
-      assert.deepEqual(
-        got.map((g) => [g.id, g.content, g.hash, g.e, JSON.parse(g.tags)]),
-        [
-          ['a', 'first', 'a0000000', '[1,2,3]', ['t1', '标签']],
-          ['b', 'second, edited', 'b0000000', '[0.5,0.25,0.125]', ['t1', '标签']],
-          ['c', 'third ✓', 'c0000000', '[-1,0,1]', ['t1', '标签']],
-        ],
-      );
-      for (const g of got) {
-        assert.deepEqual(JSON.parse(g.m), { source: 'sqlite', emoji: '🧠' });
-        assert.equal(g.created_ms, String(created.getTime()));
-      }
-      // ON COMMIT DROP: the staging table is gone after the transaction.
-      const [gone] = await db.query<{ ok: boolean }>(`SELECT to_regclass('pg_temp.stg_items') IS NULL AS ok`);
-      assert.equal(gone!.ok, true);
-    });
-
-    test('a failing merge rolls back the staged load too', async () => {
-      await assert.rejects(
-        withStaging(db, 'stg_items', 'items', async (tx, staging) => {
-          await copyInto(tx, staging, ITEM_COLUMNS, ITEM_TYPES, [
-            ['z', 'user-1', 'never stored', 'z0000000', [1, 1, 1], [], {}, 1, new Date()],
-          ]);
-          await tx.query(UPSERT_ITEMS);
-          await tx.query(`SELECT 1/0`);
-        }),
-        /division by zero/,
-      );
-      const [r] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM items WHERE id = 'z'`);
-      assert.equal(Number(r!.n), 0);
-    });
-
-    test('staging with a column subset keeps exact types', async () => {
-      await db.transaction(async (tx) => {
-        await createStaging(tx, 'stg_sub', 'items', ['id', 'embedding']);
-        const cols = await tx.query<{ attname: string; type: string; notnull: boolean }>(
-          `SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull AS notnull
-           FROM pg_attribute WHERE attrelid = 'pg_temp.stg_sub'::regclass AND attnum > 0 ORDER BY attnum`,
-        );
-        assert.deepEqual(
-          cols.map((c) => [c.attname, c.type]),
-          [
-            ['id', 'text'],
-            ['embedding', 'vector(3)'],
-          ],
-        );
-        await copyInto(tx, 'stg_sub', ['id', 'embedding'], ['text', 'vector'], [['s1', [1, 2, 3]]]);
-        await assert.rejects(
-          copyInto(tx, 'stg_sub', ['id', 'embedding'], ['text', 'vector'], [['s2', [1, 2]]]),
-          /dimensions/,
-        );
-        // the failed copyInto ran in a savepoint: the transaction is still usable
-        const [r] = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM stg_sub`);
-        assert.equal(Number(r!.n), 1);
-      });
-    });
-
     test('a transaction is all-or-nothing: nested ones are savepoints, and a failed statement that was caught still rolls it back', async () => {
       await db.exec(`CREATE TABLE tx_rows (id TEXT PRIMARY KEY)`);
       await db.transaction(async (tx) => {
@@ -632,37 +532,6 @@ for (const target of targets) {
       // The connection is usable again afterwards.
       await db.transaction((tx) => tx.query(`INSERT INTO tx_rows VALUES ('e')`));
       assert.deepEqual(await ids(), ['a', 'c', 'e']);
-    });
-
-    test('createStaging outside a transaction says so', async () => {
-      await assert.rejects(createStaging(db, 'stg_loose', 'items'), /inside db\.transaction/);
-      await assert.rejects(createStaging(db, 'Bad-Name', 'items'), /lower-case identifier/);
-    });
-
-    test('copyInto splits into chunks, takes async iterables, and names the bad row', async () => {
-      async function* gen() {
-        for (let i = 0; i < 50; i++) yield [i + 1000, randomVector(16, i + 1), null];
-      }
-      const progress: number[] = [];
-      const n = await copyInto(db, 'vecs', ['id', 'v', 'h'], ['int4', 'vector', 'halfvec'], gen(), {
-        chunkBytes: 400,
-        onProgress: (k) => progress.push(k),
-      });
-      assert.equal(n, 50);
-      assert.ok(progress.length > 5, `expected several COPY statements, got ${progress.length}`);
-      assert.equal(progress.at(-1), 50);
-      const got = await db.query<{ id: number; v: string }>(`SELECT id, v::text AS v FROM vecs WHERE id >= 1000 ORDER BY id`);
-      assert.equal(got.length, 50);
-      got.forEach((g, i) => assertSameFloat32(parseVectorText(g.v), randomVector(16, i + 1), `row ${i}`));
-
-      const rows = Array.from({ length: 30 }, (_, i) => [i + 2000, i === 25 ? [1, NaN] : [1, 2], null]);
-      await assert.rejects(
-        copyInto(db, 'vecs', ['id', 'v', 'h'], ['int4', 'vector', 'halfvec'], rows, { chunkBytes: 100 }),
-        (err: unknown) => err instanceof CopyEncodeError && err.row === 25 && /row 25, column v \(vector\)/.test(err.message),
-      );
-      // all or nothing: the chunks already sent were rolled back
-      const [r] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM vecs WHERE id >= 2000`);
-      assert.equal(Number(r!.n), 0);
     });
   });
 }
