@@ -23,12 +23,13 @@ import { DEFAULT_MAX_INPUTS, DEFAULT_MAX_TOKENS, planBatches } from './batching.
 import { DEFAULT_MAX_INPUT_TOKENS, DEFAULT_OPENAI_MODEL, resolveDimensions } from './models.js';
 import { truncateToTokens } from './tokens.js';
 import type { EmbedInput, EmbedResult, EmbedStats, EmbeddingProvider } from './types.js';
+import { BadInputError, classifyApiError, decodeEmbeddings, describeError } from './api-response.js';
+import { RateBudget, RequestSlots, sleep } from './rate-limit.js';
 
 export const DEFAULT_OPENAI_BASE_URL = 'https://api.openai.com/v1';
 export const DEFAULT_CONCURRENCY = 4;
 export const DEFAULT_MAX_RETRIES = 6;
 export const DEFAULT_TIMEOUT_MS = 120_000;
-const RETRY_AFTER_CAP_MS = 60_000;
 
 export interface EmbedProgress {
   /** Inputs finished (embedded or rejected) in the current embed() call. */
@@ -77,23 +78,6 @@ export interface OpenAIProviderOptions {
   fetch?: typeof fetch;
 }
 
-/** What the server said about its rate limits, with the resets as absolute times (ms epoch). */
-export interface RateState {
-  remainingRequests?: number;
-  remainingTokens?: number;
-  resetRequestsAt?: number;
-  resetTokensAt?: number;
-  /** Nobody sends before this (set from Retry-After on a 429). */
-  pauseUntil?: number;
-}
-
-/** Thrown for 400/413/422: the request's inputs are refused; bisect to find which. */
-class BadInputError extends Error {
-  constructor(readonly reason: string) {
-    super(reason);
-  }
-}
-
 export class OpenAIProvider implements EmbeddingProvider {
   readonly model: string;
   readonly dimensions: number;
@@ -107,7 +91,7 @@ export class OpenAIProvider implements EmbeddingProvider {
   readonly maxInputTokens: number;
   readonly rejectFile?: string;
   /** Rate-limit budget as last reported by the server, minus what we sent since. */
-  readonly rate: RateState = {};
+  readonly rate = new RateBudget();
   onProgress?: (p: EmbedProgress) => void;
 
   private readonly client: OpenAI;
@@ -115,7 +99,7 @@ export class OpenAIProvider implements EmbeddingProvider {
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
   private active = 0;
-  private readonly waiting: Array<() => void> = [];
+  private readonly slots: RequestSlots;
   /** Set once a request got an answer that proves the credentials and URL work. */
   private verified = false;
   /** The single request sent while unverified. */
@@ -134,6 +118,7 @@ export class OpenAIProvider implements EmbeddingProvider {
     this.dimensions = dims.dimensions;
     this.sendDimensions = dims.send;
     this.concurrency = positiveInt('--concurrency', opts.concurrency ?? DEFAULT_CONCURRENCY);
+    this.slots = new RequestSlots(this.concurrency);
     this.maxRetries = nonNegativeInt('--max-retries', opts.maxRetries ?? DEFAULT_MAX_RETRIES);
     this.maxInputs = positiveInt('max inputs per request', opts.maxInputs ?? DEFAULT_MAX_INPUTS);
     this.maxTokens = positiveInt('max tokens per request', opts.maxTokens ?? DEFAULT_MAX_TOKENS);
@@ -279,7 +264,7 @@ export class OpenAIProvider implements EmbeddingProvider {
           try {
             return await this.attempt(texts, tokens, stats, run);
           } catch (err) {
-            const c = this.classify(err);
+            const c = classifyApiError(err, this.model, this.baseURL);
             if (c.kind === 'retry') {
               retryAfterMs = c.retryAfterMs;
               lastWasRetryable = true;
@@ -302,7 +287,7 @@ export class OpenAIProvider implements EmbeddingProvider {
             const delay = retryAfterMs ?? this.backoffMs(retriesConsumed + 1);
             if (retryAfterMs !== undefined && retryAfterMs > 0) {
               // The server asked us to hold off: every request, not just this one.
-              this.rate.pauseUntil = Math.max(this.rate.pauseUntil ?? 0, Date.now() + retryAfterMs);
+              this.rate.pause(retryAfterMs);
             }
             await sleep(delay, run.controller.signal);
           },
@@ -314,14 +299,14 @@ export class OpenAIProvider implements EmbeddingProvider {
       if (err instanceof APIConnectionError) {
         throw new RunError(
           `cannot reach the embedding API at ${maskUrl(this.baseURL)} after ${this.maxRetries} ` +
-            `${this.maxRetries === 1 ? 'retry' : 'retries'}: ${describe(err)} (check OPENAI_BASE_URL and the network; ` +
+            `${this.maxRetries === 1 ? 'retry' : 'retries'}: ${describeError(err)} (check OPENAI_BASE_URL and the network; ` +
             `--max-retries sets how long to keep trying)`,
           1,
         );
       }
       throw new RunError(
         `embedding request failed after ${this.maxRetries} ${this.maxRetries === 1 ? 'retry' : 'retries'}: ` +
-          `${describe(err)} (raise --max-retries or lower --concurrency)`,
+          `${describeError(err)} (raise --max-retries or lower --concurrency)`,
         1,
       );
     }
@@ -345,10 +330,10 @@ export class OpenAIProvider implements EmbeddingProvider {
     if (!this.verified) {
       this.probe = new Promise<void>((resolve) => (endProbe = resolve));
     } else {
-      release = await this.acquire(signal);
+      release = await this.slots.acquire(signal);
     }
     try {
-      await this.rateGate(tokens, signal);
+      await this.rate.spend(tokens, signal);
       stats.requests++;
       this.active++;
       let res: { data: OpenAI.CreateEmbeddingResponse; headers: Headers };
@@ -358,8 +343,8 @@ export class OpenAIProvider implements EmbeddingProvider {
         this.active--;
       }
       this.verified = true;
-      this.updateRate(res.headers);
-      const vectors = this.decode(res.data, texts.length);
+      this.rate.update(res.headers);
+      const vectors = decodeEmbeddings(res.data, texts.length, this.dimensions, this.model);
       stats.tokens += tokens;
       return vectors;
     } catch (err) {
@@ -367,7 +352,7 @@ export class OpenAIProvider implements EmbeddingProvider {
         this.verified = true;
       }
       // A fatal answer stops the run now, before anyone waiting on this request sends another.
-      const c = this.classify(err);
+      const c = classifyApiError(err, this.model, this.baseURL);
       if (c.kind === 'stop' && c.error instanceof RunError && !run.fatal) {
         run.fatal = c.error;
         run.controller.abort();
@@ -393,151 +378,6 @@ export class OpenAIProvider implements EmbeddingProvider {
     return { data, headers: response.headers };
   }
 
-  private decode(data: OpenAI.CreateEmbeddingResponse, expected: number): Float32Array[] {
-    const rows = Array.isArray(data?.data) ? data.data : [];
-    if (rows.length !== expected) {
-      throw new RunError(`the embedding server returned ${rows.length} vectors for ${expected} inputs`, 1);
-    }
-    const out: Float32Array[] = new Array(expected);
-    rows.forEach((row, k) => {
-      const idx = typeof row.index === 'number' ? row.index : k;
-      const vec = toFloat32(row.embedding as unknown);
-      if (vec.length !== this.dimensions) {
-        throw new RunError(
-          `the embedding server returned ${vec.length}-dimensional vectors for ${this.model}, expected ${this.dimensions}: ` +
-            `pass --dimensions ${vec.length} (or a model that returns ${this.dimensions})`,
-          1,
-        );
-      }
-      if (idx < 0 || idx >= expected || out[idx]) {
-        throw new RunError(`the embedding server returned an invalid index ${idx}`, 1);
-      }
-      out[idx] = vec;
-    });
-    return out;
-  }
-
-  // ------------------------------------------------------------ error classification
-
-  private classify(err: unknown): { kind: 'retry'; retryAfterMs?: number } | { kind: 'stop'; error: Error } {
-    if (err instanceof RunError || err instanceof BadInputError) return { kind: 'stop', error: err };
-    if (err instanceof APIUserAbortError) return { kind: 'stop', error: err };
-    if (err instanceof APIConnectionError) return { kind: 'retry' }; // includes timeouts
-    if (err instanceof APIError && typeof err.status === 'number') {
-      const status = err.status;
-      const serverMessage = redact(err.message);
-      if (status === 401 || status === 403) {
-        return {
-          kind: 'stop',
-          error: new RunError(
-            `embedding API rejected the credentials (${status}): check OPENAI_API_KEY and OPENAI_BASE_URL ` +
-              `(server said: ${serverMessage}; base URL ${maskUrl(this.baseURL)})`,
-            1,
-          ),
-        };
-      }
-      if (status === 404) {
-        const code = (err.code ?? '').toString();
-        const isModel = code === 'model_not_found' || /model/i.test(err.message);
-        return {
-          kind: 'stop',
-          error: new RunError(
-            isModel
-              ? `embedding model ${this.model} was not found at ${maskUrl(this.baseURL)} (404: ${serverMessage}): ` +
-                  `choose a model the server has with --model (unknown models also need --dimensions)`
-              : `embedding endpoint not found (404) at ${maskUrl(this.baseURL)}/embeddings: check OPENAI_BASE_URL ` +
-                  `(it usually ends in /v1)`,
-            1,
-          ),
-        };
-      }
-      if (status === 400 || status === 413 || status === 422) {
-        return { kind: 'stop', error: new BadInputError(`HTTP ${status}: ${serverMessage}`) };
-      }
-      if (status === 408 || status === 409 || status === 429 || status >= 500) {
-        return { kind: 'retry', retryAfterMs: retryAfterFromHeaders(err.headers) };
-      }
-      return { kind: 'stop', error: new RunError(`embedding request failed: ${serverMessage}`, 1) };
-    }
-    // Anything else is a bug or an unexpected failure: do not retry it blindly.
-    return { kind: 'stop', error: err instanceof Error ? err : new Error(String(err)) };
-  }
-
-  // ------------------------------------------------------------ concurrency and rate control
-
-  private async acquire(signal: AbortSignal): Promise<() => void> {
-    while (this.reserved >= this.concurrency) {
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
-      if (signal.aborted) {
-        // Pass the wake-up on, so every waiter of an aborted run gets to leave.
-        this.waiting.shift()?.();
-        throw new APIUserAbortError();
-      }
-    }
-    this.reserved++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.reserved--;
-      this.waiting.shift()?.();
-    };
-  }
-  /** Slots taken from acquire() to the end of the request (rate-gate wait included); `active`
-   * counts only requests on the wire. */
-  private reserved = 0;
-
-  /**
-   * Waits while the budget the server reported is used up (or a Retry-After pause is on),
-   * then spends from it. Waits at most 60 s at a time: OpenAI's reset times are until the
-   * budget is FULL again, while it refills continuously, so after a long wait the old numbers
-   * are dropped and the next answer brings fresh ones.
-   */
-  private async rateGate(tokens: number, signal: AbortSignal): Promise<void> {
-    const r = this.rate;
-    const now = Date.now();
-    let until = r.pauseUntil && r.pauseUntil > now ? r.pauseUntil : 0;
-    if (r.remainingRequests !== undefined && r.remainingRequests <= 0 && (r.resetRequestsAt ?? 0) > now) {
-      until = Math.max(until, r.resetRequestsAt!);
-    }
-    if (r.remainingTokens !== undefined && r.remainingTokens < tokens && (r.resetTokensAt ?? 0) > now) {
-      until = Math.max(until, r.resetTokensAt!);
-    }
-    if (until > now) {
-      await sleep(Math.min(until - now, RETRY_AFTER_CAP_MS), signal);
-      // We waited for the reset (or as long as we are willing to): the numbers are stale.
-      r.remainingRequests = r.remainingTokens = r.resetRequestsAt = r.resetTokensAt = undefined;
-    }
-    // After a reset the server's budget is full again: forget the stale numbers.
-    const later = Date.now();
-    if (r.resetRequestsAt !== undefined && r.resetRequestsAt <= later) {
-      r.remainingRequests = undefined;
-      r.resetRequestsAt = undefined;
-    }
-    if (r.resetTokensAt !== undefined && r.resetTokensAt <= later) {
-      r.remainingTokens = undefined;
-      r.resetTokensAt = undefined;
-    }
-    // Spend from the budget locally, so requests sent before the next answer are accounted.
-    if (r.remainingRequests !== undefined) r.remainingRequests -= 1;
-    if (r.remainingTokens !== undefined) r.remainingTokens -= tokens;
-  }
-
-  private updateRate(headers: Headers): void {
-    const now = Date.now();
-    const rr = numberHeader(headers, 'x-ratelimit-remaining-requests');
-    const rt = numberHeader(headers, 'x-ratelimit-remaining-tokens');
-    const resetR = parseDurationMs(headers.get('x-ratelimit-reset-requests'));
-    const resetT = parseDurationMs(headers.get('x-ratelimit-reset-tokens'));
-    if (rr !== undefined) {
-      this.rate.remainingRequests = rr;
-      this.rate.resetRequestsAt = now + (resetR ?? 1000);
-    }
-    if (rt !== undefined) {
-      this.rate.remainingTokens = rt;
-      this.rate.resetTokensAt = now + (resetT ?? 1000);
-    }
-  }
 
   // ------------------------------------------------------------ reject file
 
@@ -582,85 +422,4 @@ function nonNegativeInt(name: string, n: number): number {
   return n;
 }
 
-function numberHeader(headers: Headers, name: string): number | undefined {
-  const v = headers.get(name);
-  if (v === null || v.trim() === '') return undefined;
-  const n = Number(v);
-  return Number.isFinite(n) ? n : undefined;
-}
 
-/**
- * OpenAI's reset durations: "1s", "6m0s", "20ms", "1h2m3.5s", "0.5s"; a bare number is
- * seconds. Returns milliseconds, or undefined if unparseable.
- */
-export function parseDurationMs(value: string | null | undefined): number | undefined {
-  if (value == null) return undefined;
-  const v = value.trim();
-  if (v === '') return undefined;
-  if (/^\d+(\.\d+)?$/.test(v)) return Number(v) * 1000;
-  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/gy;
-  let total = 0;
-  let pos = 0;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(v)) !== null) {
-    const n = Number(m[1]);
-    total += m[2] === 'h' ? n * 3_600_000 : m[2] === 'm' ? n * 60_000 : m[2] === 's' ? n * 1000 : n;
-    pos = re.lastIndex;
-  }
-  return pos === v.length && pos > 0 ? total : undefined;
-}
-
-/** retry-after-ms (ms), else Retry-After (seconds or an HTTP date); capped at 60 s. */
-export function retryAfterFromHeaders(headers: Headers | undefined, now = Date.now()): number | undefined {
-  if (!headers) return undefined;
-  let ms: number | undefined;
-  const msHeader = headers.get('retry-after-ms');
-  if (msHeader !== null && msHeader.trim() !== '' && Number.isFinite(Number(msHeader))) {
-    ms = Number(msHeader);
-  } else {
-    const ra = headers.get('retry-after');
-    if (ra !== null && ra.trim() !== '') {
-      if (Number.isFinite(Number(ra))) ms = Number(ra) * 1000;
-      else {
-        const at = Date.parse(ra);
-        if (Number.isFinite(at)) ms = at - now;
-      }
-    }
-  }
-  if (ms === undefined || Number.isNaN(ms)) return undefined;
-  return Math.min(Math.max(0, ms), RETRY_AFTER_CAP_MS);
-}
-
-/** Base64 little-endian float32 (what the client asks for by default) or a JSON number array. */
-export function toFloat32(embedding: unknown): Float32Array {
-  if (typeof embedding === 'string') {
-    const buf = Buffer.from(embedding, 'base64');
-    if (buf.length % 4 !== 0) throw new RunError('the embedding server returned a malformed base64 vector', 1);
-    const out = new Float32Array(buf.length / 4);
-    for (let i = 0; i < out.length; i++) out[i] = buf.readFloatLE(i * 4);
-    return out;
-  }
-  if (embedding instanceof Float32Array) return new Float32Array(embedding);
-  if (Array.isArray(embedding)) return Float32Array.from(embedding as number[]);
-  throw new RunError('the embedding server returned a vector that is neither base64 nor a number array', 1);
-}
-
-function describe(err: unknown): string {
-  return redact(err instanceof Error ? err.message : String(err));
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (ms <= 0) return signal?.aborted ? Promise.reject(new APIUserAbortError()) : Promise.resolve();
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new APIUserAbortError());
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(new APIUserAbortError());
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}

@@ -18,7 +18,8 @@ import {
 } from '../../../src/embed/models.js';
 import { countTokens, truncateToTokens } from '../../../src/embed/tokens.js';
 import { minRequests, planBatches } from '../../../src/embed/batching.js';
-import { OpenAIProvider, parseDurationMs, retryAfterFromHeaders, type OpenAIProviderOptions } from '../../../src/embed/openai-provider.js';
+import { OpenAIProvider, type OpenAIProviderOptions } from '../../../src/embed/openai-provider.js';
+import { parseDurationMs, retryAfterFromHeaders } from '../../../src/embed/rate-limit.js';
 import { LOCAL_MODEL, LocalProvider, localEmbedding } from '../../../src/embed/local-provider.js';
 import { EmbeddingCache, embeddingCacheKey } from '../../../src/embed/cache.js';
 import { parseVectorText, vectorToText } from '../../../src/postgres/vector-text.js';
