@@ -81,14 +81,21 @@ const killPoints: KillPoint[] = [
     }),
   },
   {
-    // The 2nd answer is delivered; the kill lands while that batch is written and committed.
-    name: 'while a batch is being written (20 ms after the 2nd answer)',
+    // Killed the moment the CLI logs a committed batch, while the next batch is prepared or
+    // written. Without a terminal (CI=true) the CLI logs progress at most every 5 s, after a
+    // batch commits: the first answer comes after 5.2 s, so the first commit is logged. The
+    // default fragments' request is held, so the run cannot finish before the kill lands.
+    name: 'as soon as the CLI logs a committed batch',
     committedBatches: true,
     mayRepay: true,
-    arm: (run, lost) => ({
+    arm: () => ({
       fault: (body, n) => {
-        if (n === 2) setTimeout(() => run().child.kill('SIGKILL'), 20);
+        if (n === 1) return { delayMs: 5200 };
+        if (JSON.stringify(body.input).includes(DEFAULT_TEXT)) return { delayMs: 5000 };
         return undefined;
+      },
+      watch: (c) => {
+        void c.waitFor(/^memories: \d+\/\d+ rows \(\d+%\)/m).then(() => c.child.kill('SIGKILL'));
       },
     }),
   },

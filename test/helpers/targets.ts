@@ -1,11 +1,15 @@
 // The databases every suite runs against: embedded PGlite always, and a real PostgreSQL
 // when TEST_DATABASE_URL is set (CI always sets it). Each call gets a fresh, empty database
-// so suites never see each other's rows.
+// so suites never see each other's rows. Without TEST_DATABASE_URL the PostgreSQL half of a
+// suite is registered as a skipped test that says why (so the summary counts it), and under
+// CI as a failing one: CI must not pass on PGlite alone.
 import postgres from 'postgres';
+import { test } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { openDb, type Db, type TargetOptions } from '../../src/postgres/connection.js';
 
 export interface TestTarget {
@@ -16,7 +20,33 @@ export interface TestTarget {
 
 const created: string[] = [];
 
-export function testTargets(): TestTarget[] {
+export const POSTGRES_SKIP_REASON =
+  'TEST_DATABASE_URL is not set; set it to a PostgreSQL server with pgvector (scripts/setup-postgres.sh prints one) to run this on PostgreSQL too';
+
+/** CI is set to something other than empty, 0 or false (as GitHub Actions and most CIs set CI=true). */
+export function isCi(env: NodeJS.ProcessEnv = process.env): boolean {
+  const ci = env['CI'];
+  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
+}
+
+/** The test file that called testTargets(), relative to the compiled test folder (e.g. e2e/migrate.test.js). */
+function callerSuite(): string {
+  const here = fileURLToPath(import.meta.url);
+  for (const line of (new Error().stack ?? '').split('\n').slice(1)) {
+    const m = /(file:\/\/\/[^\s)]+?):\d+:\d+/.exec(line);
+    if (!m) continue;
+    const file = fileURLToPath(m[1]!);
+    if (file !== here) return relative(dirname(dirname(here)), file);
+  }
+  return 'suite';
+}
+
+/**
+ * The targets to run a suite on. Call it where the suite's tests are registered (top level or
+ * inside a describe, not inside a test): without TEST_DATABASE_URL it registers, right there,
+ * `PostgreSQL: <suite>` as a skipped test with the reason, or as a failing test when CI is set.
+ */
+export function testTargets(suite: string = callerSuite()): TestTarget[] {
   const targets: TestTarget[] = [
     {
       name: 'pglite',
@@ -43,6 +73,12 @@ export function testTargets(): TestTarget[] {
         return { databaseUrl: u.toString() };
       },
     });
+  } else if (isCi()) {
+    test(`PostgreSQL: ${suite}`, () => {
+      throw new Error(`CI is set but TEST_DATABASE_URL is not: CI must run the PostgreSQL suites too (${POSTGRES_SKIP_REASON})`);
+    });
+  } else {
+    test(`PostgreSQL: ${suite}`, { skip: POSTGRES_SKIP_REASON }, () => {});
   }
   return targets;
 }

@@ -52,14 +52,34 @@ function recorder(opts: { quiet?: boolean; json?: boolean } = {}): Output & { li
   };
 }
 
+type FakeTerminal = PassThrough & { isTTY: boolean; columns: number; text(): string; drawn(re: RegExp): Promise<void> };
+
 /** A stream that says it is a terminal, and keeps what is drawn on it. */
-function fakeTerminal(): PassThrough & { isTTY: boolean; columns: number; text(): string } {
-  const s = new PassThrough() as PassThrough & { isTTY: boolean; columns: number; text(): string };
+function fakeTerminal(): FakeTerminal {
+  const s = new PassThrough() as FakeTerminal;
   let buf = '';
   s.on('data', (d) => (buf += d));
   s.isTTY = true;
   s.columns = 200;
   s.text = () => buf;
+  // Resolves once something matching re has been drawn (cli-progress redraws on its own timer).
+  // The 30 s limit only turns a bar that is never drawn into a failure instead of a hang.
+  s.drawn = (re) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (!re.test(buf)) return;
+        clearTimeout(timer);
+        s.off('data', onData);
+        resolve();
+      };
+      const onData = () => check();
+      const timer = setTimeout(() => {
+        s.off('data', onData);
+        reject(new Error(`never drawn: ${re}\n--- drawn so far:\n${JSON.stringify(buf)}`));
+      }, 30_000);
+      s.on('data', onData);
+      check();
+    });
   return s;
 }
 
@@ -93,11 +113,11 @@ describe('progress', () => {
     const stats = { ...emptyEmbedStats(), requests: 12, cached: 5, retries: 2 };
     const provider = { inflight: 3 };
     const p = createProgress(recorder(), { label: 'memories', total: 1000, interactive: true, stream: term, service: { stats }, provider, refreshMs: 20 });
-    // cli-progress draws at most every 100 ms: give each state time to be drawn.
+    // cli-progress draws at most every 100 ms: wait until each state has been drawn.
     p.update(500);
-    await sleep(150);
+    await term.drawn(/memories [█░]+ 50% \| 500\/1000 rows \| \d+ rows\/s \| ETA \S+ \| requests 12 \(3 in flight\) \| cache hits 5 \| retries 2/);
     provider.inflight = 4;
-    await sleep(150); // the counters refresh between row updates
+    await term.drawn(/requests 12 \(4 in flight\)/); // the counters refresh between row updates
     p.update(1000);
     p.stop();
     const text = term.text();
@@ -113,10 +133,10 @@ describe('progress', () => {
     const s = createStepProgress(out, { label: 'indexes', total: 3, interactive: true, stream: term });
     s.start('building memories_embedding_idx');
     s.log('building ivfflat index memories_embedding_idx on memories: 10 rows');
-    await sleep(150);
+    await term.drawn(/indexes [█░]+ 0\/3 \| building memories_embedding_idx/);
     s.finish();
     s.start('ANALYZE');
-    await sleep(150);
+    await term.drawn(/indexes [█░]+ 1\/3 \| ANALYZE/);
     s.finish();
     s.stop();
     assert.match(term.text(), /indexes [█░]+ 0\/3 \| building memories_embedding_idx/);
@@ -153,10 +173,6 @@ describe('progress', () => {
     assert.match(res.stdout, /Migration completed successfully/);
   });
 });
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 function hasScript(): boolean {
   return spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;

@@ -25,6 +25,7 @@ import { EmbeddingCache, embeddingCacheKey } from '../../../src/embed/cache.js';
 import { parseVectorText, vectorToText } from '../../../src/postgres/vector-text.js';
 import { EmbeddingService } from '../../../src/embed/service.js';
 import { createProvider } from '../../../src/embed/index.js';
+import { verifyEmbeddingEndpoint } from '../../../src/embed/endpoint-check.js';
 import { emptyEmbedStats, type EmbedInput, type EmbedResult } from '../../../src/embed/types.js';
 import { canonicalize } from '../../../src/source/canonical.js';
 import type { Db } from '../../../src/postgres/connection.js';
@@ -317,13 +318,15 @@ describe('OpenAIProvider against the fake server', () => {
     let n = 0;
     server.setFaults(() => {
       n++;
-      if (n === 1) return { delayMs: 600 };
+      // An answer 5 s late against a 2 s timeout: a timeout however slow the machine, while a
+      // normal answer has 2 s, so no other request times out.
+      if (n === 1) return { delayMs: 5000 };
       if (n === 2) return { destroy: true };
       return undefined;
     });
     const stats = emptyEmbedStats();
     const texts = memoryTexts(5, 11);
-    const vecs = vectorsOf(await provider(server, { timeoutMs: 250, concurrency: 1 }).embed(inputsOf(texts), stats));
+    const vecs = vectorsOf(await provider(server, { timeoutMs: 2000, concurrency: 1 }).embed(inputsOf(texts), stats));
     server.setFaults(undefined);
     texts.forEach((s, i) => assert.ok(sameBits(vecs[i]!, fakeVector(MODEL, s, 1536))));
     assert.equal(stats.retries, 2);
@@ -554,10 +557,28 @@ describe('OpenAIProvider against the fake server', () => {
     assert.ok(peak >= 2, `peak ${peak}: requests should overlap`);
   });
 
-  test('GET /v1/models lists the models', async () => {
-    const res = await fetch(`${server.url}/models`, { headers: { authorization: `Bearer ${KEY}` } });
-    const body = (await res.json()) as { data: { id: string }[] };
-    assert.ok(body.data.some((m) => m.id === MODEL));
+  test('the endpoint check: a listed model costs one GET /models and no embedding; an unknown one a single probe', async () => {
+    const base = { baseURL: server.url, apiKey: KEY, dimensions: 1536, sendDimensions: false };
+    const seen = () => server.requests.map((r) => `${r.method} ${r.path}`);
+    server.reset();
+    assert.equal(await verifyEmbeddingEndpoint({ ...base, model: MODEL }), 'listed');
+    assert.deepEqual(seen(), ['GET /v1/models']);
+    assert.equal(server.requests[0]!.authorization, `Bearer ${KEY}`);
+    // Ollama lists "name:latest" for "name".
+    server.setOptions({ models: { 'nomic-embed-text:latest': 768 } });
+    try {
+      server.reset();
+      assert.equal(await verifyEmbeddingEndpoint({ ...base, model: 'nomic-embed-text', dimensions: 768 }), 'listed');
+      assert.deepEqual(seen(), ['GET /v1/models']);
+    } finally {
+      server.setOptions({ models: undefined });
+    }
+    server.reset();
+    await assert.rejects(
+      verifyEmbeddingEndpoint({ ...base, model: 'text-embedding-9-huge', dimensions: 256, sendDimensions: true }),
+      (e: unknown) => e instanceof UsageError && /^embedding model text-embedding-9-huge is not available at .*pick a model the server has with --model/.test(e.message),
+    );
+    assert.deepEqual(seen(), ['GET /v1/models', 'POST /v1/embeddings']);
   });
 });
 

@@ -106,10 +106,13 @@ describe('decodeEmbedding', () => {
     const big = Buffer.alloc(bytes.length + 1);
     bytes.copy(big, 1);
     const unaligned = big.subarray(1);
-    assert.equal(unaligned.byteOffset % 4 !== 0 || unaligned.byteOffset === 1, true);
+    // Really unaligned: a zero-copy Float32Array view of these bytes is impossible.
+    assert.equal(unaligned.byteOffset % 4, 1);
+    assert.throws(() => new Float32Array(unaligned.buffer, unaligned.byteOffset, v.length), RangeError);
     const u = decodeEmbedding(unaligned);
     assert.equal(u.encoding, 'f32');
     assert.deepEqual(f32Bytes(u.vector!), bytes);
+    assert.notEqual(u.vector!.buffer, big.buffer, 'decoded into memory of its own');
     // The result owns its memory: changing the source bytes does not change the vector.
     big.fill(0);
     assert.deepEqual(f32Bytes(u.vector!), bytes);
@@ -595,7 +598,7 @@ describe('openSource: files it cannot use are UsageErrors with a fix', () => {
     chmodSync(root, 0o755);
     chmodSync(dir, 0o755);
     chmodSync(p, 0o000);
-    const moduleUrl = pathToFileURL(fileURLToPath(new URL('../../../src/source/sqlite-source.js', import.meta.url))).href;
+    const moduleUrl = pathToFileURL(fileURLToPath(new URL('../../../src/source/reader.js', import.meta.url))).href;
     const script = `
       const { openSource } = await import(${JSON.stringify(moduleUrl)});
       try { openSource(${JSON.stringify(p)}); console.log('OPENED'); }
@@ -615,12 +618,16 @@ describe('openSource: files it cannot use are UsageErrors with a fix', () => {
     const buf = Buffer.alloc(8192);
     for (let i = 0; i < buf.length; i++) buf[i] = (i * 7919 + 13) & 0xff;
     writeFileSync(p, buf);
+    const before = fileSha(p);
     assert.throws(() => openSource(p), isOneLineUsage(/is not a SQLite database \(unknown header\); if it is encrypted \(SQLCipher\), decrypt it first/));
     const t = tmpPath('notes.txt');
     writeFileSync(t, 'hello, this is text\n');
+    const textBefore = fileSha(t);
     assert.throws(() => openSource(t), isOneLineUsage(/is not a SQLite database/));
-    const before = fileSha(p);
+    // The refused files are left exactly as they were, with no journal or WAL beside them.
     assert.equal(fileSha(p), before);
+    assert.equal(fileSha(t), textBefore);
+    for (const f of [p, t]) for (const side of ['-journal', '-wal', '-shm']) assert.equal(existsSync(f + side), false, `${f}${side} was created`);
   });
 
   test('corrupt: bytes overwritten in the middle of a page', () => {
