@@ -60,8 +60,8 @@ function mayTrim(c: number): boolean {
   );
 }
 
-/** The general form: split into lines, trim each, drop trailing empty lines. */
-function canonicalizeLines(text: string): string {
+/** The general form of NFC text: split into lines, trim each, drop trailing empty lines. */
+export function canonicalizeLines(text: string): string {
   const lines = text.replace(/\r\n?/g, '\n').split('\n');
   for (let i = 0; i < lines.length; i++) lines[i] = lines[i]!.trimEnd();
   let end = lines.length;

@@ -18,7 +18,7 @@ for (const ch of '0123456789,[]eE+-. \t\r\nNaInfinityul') TEXT_BYTE[ch.charCodeA
 const NUMBER_TOKEN = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
 const SPECIAL_TOKEN = /^([+-]?)(nan|inf|infinity)$/i;
 
-type Parsed = { values: ArrayLike<number> } | { problem: string } | { empty: true };
+export type Parsed = { values: ArrayLike<number> } | { problem: string } | { empty: true };
 
 /**
  * Decodes a stored embedding. `expectedDims`, when given, turns a vector of another length
@@ -238,7 +238,8 @@ function scanNumbers(s: string, start: number, end: number): Float64Array | null
 /** Reused by scanNumbers (grown on demand); only a copy of the used part is handed out. */
 let scratch = new Float64Array(2048);
 
-function parseTokens(body: string, what: string): Parsed {
+/** The general reading of a number list, token by token (NaN and Infinity words too). */
+export function parseTokens(body: string, what: string): Parsed {
   const tokens = body.split(',');
   // Tolerate one trailing separator ("1,2,3,").
   if (tokens.length > 1 && tokens[tokens.length - 1]!.trim() === '') tokens.pop();

@@ -26,14 +26,14 @@ export function parseTimestamp(value: unknown): Date | null {
     if (t !== undefined) return t;
   }
   if (NUMERIC.test(s)) return fromEpoch(Number(s));
-  return fromText(s);
+  return parseTimestampText(s);
 }
 
 /**
- * What fromText returns for the exact shapes 'YYYY-MM-DD HH:MM:SS' and
+ * What parseTimestampText returns for the exact shapes 'YYYY-MM-DD HH:MM:SS' and
  * 'YYYY-MM-DDTHH:MM:SS[.fff][Z]' (separator T, t or space; zone Z or z; exactly 3 fraction
  * digits), read without a regular expression; undefined for any other shape, which the caller
- * hands to fromText. Years below 100 are left to fromText too.
+ * hands to parseTimestampText. Years below 100 are left to it too.
  */
 function fastText(s: string): Date | null | undefined {
   const n = s.length;
@@ -90,7 +90,7 @@ function digits3(s: string, i: number): number {
   return ab < 0 ? -1 : ab * 10 + c;
 }
 
-/** fromText's milliseconds for each 3-digit fraction, computed by fromText's own expression. */
+/** parseTimestampText's milliseconds for each 3-digit fraction, computed by its own expression. */
 const FRACTION_MS = new Float64Array(1000);
 for (let f = 0; f < 1000; f++) FRACTION_MS[f] = Math.floor(Number(`0.${String(f).padStart(3, '0')}`) * 1000);
 
@@ -106,7 +106,8 @@ function fromEpoch(n: number): Date | null {
   return valid(new Date(Math.round(ms)));
 }
 
-function fromText(s: string): Date | null {
+/** The general reading of a date-time text (the regex); fastText answers the common shapes first. */
+export function parseTimestampText(s: string): Date | null {
   const m = DATE_TIME.exec(s);
   if (!m) return null;
   const [, y, mo, d, h = '0', mi = '0', sec = '0', frac, zone] = m;
