@@ -28,7 +28,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import postgres from 'postgres';
 import pgvector from 'pgvector';
 import { makeFixture } from './make-fixture.js';
-import { openSource } from '../src/source/sqlite-source.js';
+import { openSource } from '../src/source/reader.js';
 import type { SourceRow } from '../src/source/types.js';
 import { contentHash, dedupHash } from '../src/source/canonical.js';
 import { cacheKeyForText, EmbeddingCache } from '../src/embed/cache.js';

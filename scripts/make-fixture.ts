@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { existsSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { LAYOUT_A_SQL } from '../src/store/sqlite-store.js';
+import { LAYOUT_A_SQL } from '../src/source/layout.js';
 
 export type FixtureEncoding = 'json' | 'csv' | 'f32' | 'mixed';
 

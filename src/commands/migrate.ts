@@ -3,13 +3,13 @@
 // checkpoint; a re-run converges on the same tables.
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { openSource, type SourceFile } from '../source/sqlite-source.js';
+import { openSource, type SourceFile } from '../source/reader.js';
 import type { SourceFilter } from '../source/types.js';
 import { installSchema, existingTables } from '../postgres/schema.js';
 import { buildVectorIndexes, INDEX_BUILD_STEPS } from '../postgres/indexes.js';
 import { acquireIndexLock, acquireRunLock, type RunLock } from '../postgres/lock.js';
 import { startRun, finishRun, unfinishedRun } from '../postgres/ledger.js';
-import { runPipeline, Interrupted, type DedupOptions } from '../pipeline.js';
+import { runPipeline, Interrupted, type DedupOptions } from '../pipeline/index.js';
 import { runSelftest } from '../selftest.js';
 import { estimateCostUsd } from '../embed/models.js';
 import { emptyMemoryCounts, formatSummary, MAX_SKIPPED_IN_REPORT, type MigrationReport, type SkippedRow } from '../report.js';

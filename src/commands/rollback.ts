@@ -5,27 +5,15 @@
 // timestamps in the file's format). Rows the file already has unchanged are not touched, so
 // they stay byte-identical. Postgres is only read. Then the app switches with
 // `export MEMORY_TYPE=sqlite`.
-import Database from 'better-sqlite3';
 import { copyFileSync, existsSync, statSync, constants as fsConstants } from 'node:fs';
-import { openSource, describeSqliteError, DEFAULT_BUSY_TIMEOUT_MS } from '../source/sqlite-source.js';
-import { parseTimestamp } from '../source/timestamps.js';
-import { encodeEmbeddingJson } from '../source/decode-embedding.js';
-import { metadataForSqlite, readMetadata } from '../source/metadata.js';
+import { openSource } from '../source/reader.js';
+import { SqliteWriteBack, type StoredMemory } from '../source/write-back.js';
+import type { TimestampFormat } from '../source/timestamp-format.js';
 import { parseVectorText } from '../postgres/vector-text.js';
 import { tableDimensions } from '../postgres/schema.js';
-import {
-  contentText,
-  detectLayout,
-  ensureLayout,
-  fileTimestampFormat,
-  formatTimestamp,
-  sniffTimestampFormat,
-  type SqliteLayout,
-  type TimestampFormat,
-} from '../store/sqlite-store.js';
 import type { Db } from '../postgres/connection.js';
 import type { Output } from '../output.js';
-import { RunError, UsageError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { describeTarget, openTarget, resolveTarget, targetExists, type TargetFlags } from './shared.js';
 import { lastCommittedRun } from './verify.js';
 
@@ -85,15 +73,6 @@ interface PgRow {
   embedding_model: string | null;
 }
 
-interface LiteRow {
-  rowid: number;
-  user_id: string | null;
-  content: unknown;
-  metadata: unknown;
-  created_at: unknown;
-  updated_at: unknown;
-}
-
 /** <file>.bak-<UTC yyyymmddThhmmssZ>, with -2, -3... if that name is taken. */
 export function backupName(file: string, now = new Date()): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
@@ -136,25 +115,17 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
     throw new UsageError(`${report.target} does not exist: there is nothing to roll back (pass the --pglite-dir / --database-url the migration used)`);
   }
   const db = await openTarget(target);
-  let lite: Database.Database | null = null;
-  let inTransaction = false;
+  let lite: SqliteWriteBack | null = null;
   try {
     const dims = await tableDimensions(db, 'memories');
     if (dims === null) throw new UsageError(`${report.target} has no memories table: there is nothing to roll back`);
     const run = await lastCommittedRun(db);
     const fileModel = typeof run?.options['sourceModel'] === 'string' ? (run.options['sourceModel'] as string) : null;
 
-    try {
-      lite = new Database(path, { readonly: dryRun, fileMustExist: true, timeout: DEFAULT_BUSY_TIMEOUT_MS });
-    } catch (err) {
-      throw describeSqliteError(err, path);
-    }
+    lite = SqliteWriteBack.open(path, { readOnly: dryRun });
     if (!dryRun) {
       // Hold the write lock from the copy to the commit: no other writer can slip in between.
-      const journal = String(lite.pragma('journal_mode', { simple: true })).toLowerCase();
-      if (journal === 'wal') lite.pragma('wal_checkpoint(TRUNCATE)');
-      lite.exec('BEGIN IMMEDIATE');
-      inTransaction = true;
+      lite.begin();
       const bak = backupName(path);
       copyFileSync(path, bak, fsConstants.COPYFILE_EXCL);
       report.backup = bak;
@@ -166,31 +137,8 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
       out.info(`Backup of ${path}: ${bak}${report.backupWal ? ` (with ${report.backupWal})` : ''}`);
     }
 
-    const layout: SqliteLayout | null = dryRun ? detectLayout(lite) : ensureLayout(lite);
-    if (layout && !layout.embedding) throw new UsageError(`the memories table in ${path} has no embedding column; it is not the app's layout`);
-    const fileFormat = layout ? fileTimestampFormat(lite, layout) : 'sqlite';
-    report.timestampFormat = fileFormat;
+    report.timestampFormat = lite.loadLayout();
 
-    const L = layout;
-    const findById = L
-      ? lite.prepare(
-          `SELECT rowid AS rowid, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ${L.metadata ?? 'NULL'} AS metadata, ` +
-            `${L.createdAt ?? 'NULL'} AS created_at, ${L.updatedAt ?? 'NULL'} AS updated_at FROM ${L.table} WHERE ${L.id} = ?`,
-        )
-      : null;
-    const findByRowid = L
-      ? lite.prepare(
-          `SELECT rowid AS rowid, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ${L.metadata ?? 'NULL'} AS metadata, ` +
-            `${L.createdAt ?? 'NULL'} AS created_at, ${L.updatedAt ?? 'NULL'} AS updated_at FROM ${L.table} WHERE rowid = ? AND ${L.id} IS NULL`,
-        )
-      : null;
-
-    const statements = new Map<string, Database.Statement>();
-    const prepared = (sql: string) => {
-      let st = statements.get(sql);
-      if (!st) statements.set(sql, (st = lite!.prepare(sql)));
-      return st;
-    };
     const otherModels = new Map<string, number>();
     let last = '';
     for (;;) {
@@ -205,16 +153,8 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
       last = page[page.length - 1]!.id;
       report.postgres += page.length;
 
-      const plan: { pg: PgRow; existing: LiteRow | null; row: RollbackRow }[] = [];
-      const existingRows = page.map((pg) => {
-        let existing: LiteRow | null = null;
-        if (findById) {
-          existing = (findById.get(pg.id) as LiteRow | undefined) ?? null;
-          const m = /^rowid:(\d+)$/.exec(pg.id);
-          if (!existing && m) existing = (findByRowid!.get(Number(m[1])) as LiteRow | undefined) ?? null;
-        }
-        return existing;
-      });
+      const plan: { pg: PgRow; existing: StoredMemory | null; row: RollbackRow }[] = [];
+      const existingRows = page.map((pg) => lite!.find(pg.id));
       const sameMetadata = await metadataUnchanged(db, page, existingRows);
       for (const [i, pg] of page.entries()) {
         const existing = existingRows[i]!;
@@ -223,14 +163,14 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
           continue;
         }
         const changes: string[] = [];
-        if (contentText(existing.content) !== pg.content) changes.push('content');
+        if (existing.content !== pg.content) changes.push('content');
         if (!sameMetadata.has(pg.id)) changes.push('metadata');
-        if (existing.user_id !== pg.user_id) changes.push('user_id');
+        if (existing.userId !== pg.user_id) changes.push('user_id');
         if (changes.length === 0) {
           report.unchanged++;
           continue;
         }
-        const liteUpdated = parseTimestamp(existing.updated_at) ?? parseTimestamp(existing.created_at);
+        const liteUpdated = existing.lastWritten;
         const pgUpdated = Math.round(Number(pg.updated_ms));
         if (liteUpdated !== null && pgUpdated <= liteUpdated.getTime()) {
           report.keptSqliteNewer++;
@@ -247,14 +187,14 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
 
       // Vectors only for the rows that are written with new content.
       const needVec = plan.filter((p) => p.row.action === 'insert' || p.row.changes.includes('content')).map((p) => p.pg.id);
-      const vectors = new Map<string, string | null>();
+      const vectors = new Map<string, Float32Array | null>();
       if (needVec.length > 0) {
         const got = await db.query<{ id: string; vec: string | null; model: string | null }>(
           `SELECT id, embedding::text AS vec, embedding_model AS model FROM memories WHERE id IN (SELECT jsonb_array_elements_text($1::text::jsonb))`,
           [JSON.stringify(needVec)],
         );
         for (const g of got) {
-          vectors.set(g.id, g.vec === null ? null : encodeEmbeddingJson(parseVectorText(g.vec)));
+          vectors.set(g.id, g.vec === null ? null : parseVectorText(g.vec));
           if (g.vec !== null && g.model !== fileModel) otherModels.set(g.model ?? 'unknown', (otherModels.get(g.model ?? 'unknown') ?? 0) + 1);
         }
       }
@@ -264,66 +204,36 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
         else report.updated++;
         if (report.rows.length < MAX_LISTED) report.rows.push(p.row);
         if (dryRun) continue;
-        if (!L) throw new RunError('internal: no layout to write to');
+        const updatedAt = new Date(Math.round(Number(p.pg.updated_ms)));
         if (p.row.action === 'insert') {
-          const cols = [L.id, L.userId, L.content, L.embedding!];
-          const vals: unknown[] = [p.pg.id, p.pg.user_id, p.pg.content, vectors.get(p.pg.id) ?? null];
-          if (L.metadata) {
-            cols.push(L.metadata);
-            vals.push(metadataForSqlite(p.pg.metadata));
-          }
-          if (L.createdAt) {
-            cols.push(L.createdAt);
-            vals.push(formatTimestamp(new Date(Math.round(Number(p.pg.created_ms))), fileFormat));
-          }
-          if (L.updatedAt) {
-            cols.push(L.updatedAt);
-            vals.push(formatTimestamp(new Date(Math.round(Number(p.pg.updated_ms))), fileFormat));
-          }
-          prepared(`INSERT INTO ${L.table} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(...vals);
+          lite.insert({
+            id: p.pg.id,
+            userId: p.pg.user_id,
+            content: p.pg.content,
+            embedding: vectors.get(p.pg.id) ?? null,
+            metadata: p.pg.metadata,
+            createdAt: new Date(Math.round(Number(p.pg.created_ms))),
+            updatedAt,
+          });
           continue;
         }
-        const ex = p.existing!;
-        const set: string[] = [];
-        const vals: unknown[] = [];
-        if (p.row.changes.includes('content')) {
-          set.push(`${L.content} = ?`, `${L.embedding} = ?`);
-          vals.push(p.pg.content, vectors.get(p.pg.id) ?? null);
-        }
-        if (p.row.changes.includes('metadata') && L.metadata) {
-          set.push(`${L.metadata} = ?`);
-          vals.push(metadataForSqlite(p.pg.metadata));
-        }
-        if (p.row.changes.includes('user_id')) {
-          set.push(`${L.userId} = ?`);
-          vals.push(p.pg.user_id);
-        }
-        if (L.updatedAt) {
-          // In the format this row already uses, else the file's.
-          const fmt = sniffTimestampFormat(ex.updated_at) ?? sniffTimestampFormat(ex.created_at) ?? fileFormat;
-          set.push(`${L.updatedAt} = ?`);
-          vals.push(formatTimestamp(new Date(Math.round(Number(p.pg.updated_ms))), fmt));
-        }
-        prepared(`UPDATE ${L.table} SET ${set.join(', ')} WHERE rowid = ?`).run(...vals, ex.rowid);
+        lite.update(p.existing!, {
+          content: p.row.changes.includes('content') ? { text: p.pg.content, embedding: vectors.get(p.pg.id) ?? null } : undefined,
+          metadata: p.row.changes.includes('metadata') ? p.pg.metadata : undefined,
+          userId: p.row.changes.includes('user_id') ? p.pg.user_id : undefined,
+          updatedAt,
+        });
       }
       if (page.length < PAGE) break;
     }
 
-    if (L) {
-      // Memories the file has and Postgres does not: duplicates and skips of the migration, and
-      // rows deleted in Postgres after cutover. Rollback never deletes: they stay.
-      const total = Number(
-        lite
-          .prepare(`SELECT count(*) FROM ${L.table} WHERE ${L.userId} IS NOT NULL AND substr(CAST(${L.userId} AS TEXT), 1, 7) <> 'system_'`)
-          .pluck()
-          .get(),
-      );
+    // Memories the file has and Postgres does not: duplicates and skips of the migration, and
+    // rows deleted in Postgres after cutover. Rollback never deletes: they stay.
+    const total = lite.countMemories();
+    if (total !== null) {
       report.onlyInSqlite = Math.max(0, total - (dryRun ? report.unchanged + report.updated + report.keptSqliteNewer : report.postgres));
     }
-    if (!dryRun) {
-      lite.exec('COMMIT');
-      inTransaction = false;
-    }
+    if (!dryRun) lite.commit();
     for (const [m, n] of otherModels) {
       report.warnings.push(
         `${n} vector${n === 1 ? '' : 's'} written back ${n === 1 ? 'was' : 'were'} made by ${m}, ` +
@@ -333,12 +243,8 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
     }
     report.ok = true;
   } catch (err) {
-    if (lite && inTransaction) {
-      try {
-        lite.exec('ROLLBACK');
-      } catch {
-        /* the transaction is already gone */
-      }
+    if (lite?.inTransaction) {
+      lite.abort();
       if (report.backup) out.error(`rollback failed; nothing was written to ${path}; the backup ${report.backup} is kept`);
     }
     throw err;
@@ -355,8 +261,8 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
  * by PostgreSQL itself (jsonb equality), so no number is rounded on the way. Unchanged metadata
  * is left in the file as its original text.
  */
-async function metadataUnchanged(db: Db, page: PgRow[], existing: (LiteRow | null)[]): Promise<Set<string>> {
-  const pairs = page.flatMap((pg, i) => (existing[i] ? [{ id: pg.id, md: readMetadata(existing[i]!.metadata).json }] : []));
+async function metadataUnchanged(db: Db, page: PgRow[], existing: (StoredMemory | null)[]): Promise<Set<string>> {
+  const pairs = page.flatMap((pg, i) => (existing[i] ? [{ id: pg.id, md: existing[i]!.metadataJson }] : []));
   if (pairs.length === 0) return new Set();
   const same = await db.query<{ id: string }>(
     `SELECT x.id FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text)

@@ -3,18 +3,15 @@
 // limited to some users, a shard or N rows), per-user counts add up, a seeded random sample is
 // compared field by field with the source, the ivfflat index finds each sampled row from its
 // own vector, and the fragments match. Exit 3 on any mismatch, 0 when clean.
-import Database from 'better-sqlite3';
 import { randomInt } from 'node:crypto';
-import { openSource, shardOf, type SourceFile } from '../source/sqlite-source.js';
+import { openSource, type SourceFile } from '../source/reader.js';
+import { shardOf } from '../source/shard.js';
 import type { SourceRow } from '../source/types.js';
 import { contentHash } from '../source/canonical.js';
 import { tableDimensions } from '../postgres/schema.js';
 import { cosineDistanceSql, ivfflatIndexLists, ivfflatProbes } from '../postgres/indexes.js';
-import { readMetadata } from '../source/metadata.js';
-import { parseTimestamp } from '../source/timestamps.js';
 import { parseVectorText } from '../postgres/vector-text.js';
 import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL, modelInfo } from '../embed/models.js';
-import { detectLayout } from '../store/sqlite-store.js';
 import { SYSTEM_PROMPTS_USER } from '../source/rules.js';
 import type { Db } from '../postgres/connection.js';
 import type { Output } from '../output.js';
@@ -291,90 +288,73 @@ async function reconcile(
   let fragmentsMissing = 0;
   const c = report.counts;
 
-  if (source.info.layout === 'memories') {
-    const lite = new Database(source.info.path, { readonly: true, fileMustExist: true, timeout: 5000 });
-    try {
-      const L = detectLayout(lite)!;
-      const stmt = lite.prepare(
-        `SELECT rowid AS r, CAST(${L.id} AS TEXT) AS id, CAST(${L.userId} AS TEXT) AS u, ${L.metadata ?? 'NULL'} AS md, ` +
-          `${L.createdAt ?? 'NULL'} AS c, ${L.updatedAt ?? 'NULL'} AS up FROM ${L.table} WHERE rowid > ? ORDER BY rowid LIMIT ${PAGE}`,
-      );
-      const userSet = scope.users.length > 0 ? new Set(scope.users) : null;
-      let inFilter = 0;
-      let after = Number.MIN_SAFE_INTEGER;
-      for (;;) {
-        const page = stmt.all(after) as { r: number; id: string | null; u: string | null; md: unknown; c: unknown; up: unknown }[];
-        if (page.length === 0) break;
-        after = Number(page[page.length - 1]!.r);
-        const rows = page.map((p) => {
-          const passes = (!userSet || (p.u !== null && userSet.has(p.u))) && (!scope.shard || shardOf(p.u, scope.shard.count) === scope.shard.index);
-          const inScope = passes && (scope.limit === null || inFilter < scope.limit);
-          if (passes) inFilter++;
-          const created = parseTimestamp(p.c);
-          return {
-            rowid: Number(p.r),
-            id: p.id ?? `rowid:${p.r}`,
-            user: p.u,
-            inScope,
-            md: readMetadata(p.md).json,
-            created: created?.toISOString() ?? null,
-            updated: (parseTimestamp(p.up) ?? created)?.toISOString() ?? null,
-          };
-        });
-        // Metadata and timestamps of every stored row, compared by PostgreSQL: jsonb equality
-        // is exact for numbers of any size, where a JavaScript round trip would round them.
-        const found = await db.query<StoredRowCheck>(
-          `SELECT x.id, m.user_id AS m_user,
-                  m.id IS NOT NULL AND m.metadata IS DISTINCT FROM x.md::jsonb AS md_differs,
-                  m.id IS NOT NULL AND x.created IS NOT NULL AND m.created_at IS DISTINCT FROM x.created AS created_differs,
-                  m.id IS NOT NULL AND x.updated IS NOT NULL AND m.updated_at IS DISTINCT FROM x.updated AS updated_differs,
-                  to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_created,
-                  to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_updated,
-                  EXISTS (SELECT 1 FROM memory_duplicates d WHERE d.duplicate_id = x.id) AS dup,
-                  EXISTS (SELECT 1 FROM migration_skips s WHERE s.source_id = x.id) AS skip,
-                  EXISTS (SELECT 1 FROM prompt_fragments f WHERE f.id = x.id) AS frag
-             FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text, created timestamptz, updated timestamptz)
-             LEFT JOIN memories m ON m.id = x.id`,
-          [JSON.stringify(rows.map((r) => ({ id: r.id, md: r.md, created: r.created, updated: r.updated })))],
-        );
-        const byId = new Map(found.map((f) => [f.id, f]));
-        const metadataDiffers = rows.filter((r) => byId.get(r.id)?.md_differs === true);
-        const metadataDetail = metadataDiffers.length > 0 ? await describeMetadataDiffs(db, metadataDiffers) : new Map<string, string>();
-        for (const r of rows) {
-          sourceIds.add(r.id);
-          const uc = u(r.user);
-          uc.sqlite++;
-          c.sqliteRows++;
-          if (r.inScope) c.inScope++;
-          const f = byId.get(r.id);
-          if (f?.m_user !== null && f?.m_user !== undefined) {
-            memoryRowids.push(r.rowid);
-            if (f.m_user !== r.user) {
-              mismatch({ id: r.id, user: r.user, check: 'user_id', detail: `stored under user ${f.m_user}, the source says ${r.user}` });
-            }
-            if (f.md_differs) mismatch({ id: r.id, user: r.user, check: 'metadata', detail: `metadata differs: ${metadataDetail.get(r.id) ?? 'see the row'}` });
-            if (f.created_differs) {
-              mismatch({ id: r.id, user: r.user, check: 'created_at', detail: `created_at differs: SQLite ${r.created}, Postgres ${f.m_created}` });
-            }
-            if (f.updated_differs) {
-              mismatch({ id: r.id, user: r.user, check: 'updated_at', detail: `updated_at differs: SQLite ${r.updated}, Postgres ${f.m_updated}` });
-            }
-          } else if (f?.dup || f?.skip) {
-            // Accounted for: a recorded duplicate or a recorded skip.
-          } else if (f?.frag && r.user === SYSTEM_PROMPTS_USER) {
-            fragmentIds.add(r.id);
-          } else if (r.inScope) {
-            c.missing++;
-            if (r.user === SYSTEM_PROMPTS_USER) fragmentsMissing++;
-            mismatch({ id: r.id, user: r.user, check: 'missing', detail: 'in SQLite but not in Postgres (not stored, not a recorded duplicate or skip)' });
-          } else {
-            uc.pending++;
-            c.pending++;
-          }
+  const userSet = scope.users.length > 0 ? new Set(scope.users) : null;
+  let inFilter = 0;
+  for (const page of chunks(source.keys(), PAGE)) {
+    const rows = page.map((p) => {
+      const passes = (!userSet || (p.userId !== null && userSet.has(p.userId))) && (!scope.shard || shardOf(p.userId, scope.shard.count) === scope.shard.index);
+      const inScope = passes && (scope.limit === null || inFilter < scope.limit);
+      if (passes) inFilter++;
+      return {
+        rowid: p.rowid,
+        id: p.id,
+        user: p.userId,
+        inScope,
+        md: p.metadataJson,
+        created: p.createdAt?.toISOString() ?? null,
+        updated: (p.updatedAt ?? p.createdAt)?.toISOString() ?? null,
+      };
+    });
+    // Metadata and timestamps of every stored row, compared by PostgreSQL: jsonb equality
+    // is exact for numbers of any size, where a JavaScript round trip would round them.
+    const found = await db.query<StoredRowCheck>(
+      `SELECT x.id, m.user_id AS m_user,
+              m.id IS NOT NULL AND m.metadata IS DISTINCT FROM x.md::jsonb AS md_differs,
+              m.id IS NOT NULL AND x.created IS NOT NULL AND m.created_at IS DISTINCT FROM x.created AS created_differs,
+              m.id IS NOT NULL AND x.updated IS NOT NULL AND m.updated_at IS DISTINCT FROM x.updated AS updated_differs,
+              to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_created,
+              to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_updated,
+              EXISTS (SELECT 1 FROM memory_duplicates d WHERE d.duplicate_id = x.id) AS dup,
+              EXISTS (SELECT 1 FROM migration_skips s WHERE s.source_id = x.id) AS skip,
+              EXISTS (SELECT 1 FROM prompt_fragments f WHERE f.id = x.id) AS frag
+         FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text, created timestamptz, updated timestamptz)
+         LEFT JOIN memories m ON m.id = x.id`,
+      [JSON.stringify(rows.map((r) => ({ id: r.id, md: r.md, created: r.created, updated: r.updated })))],
+    );
+    const byId = new Map(found.map((f) => [f.id, f]));
+    const metadataDiffers = rows.filter((r) => byId.get(r.id)?.md_differs === true);
+    const metadataDetail = metadataDiffers.length > 0 ? await describeMetadataDiffs(db, metadataDiffers) : new Map<string, string>();
+    for (const r of rows) {
+      sourceIds.add(r.id);
+      const uc = u(r.user);
+      uc.sqlite++;
+      c.sqliteRows++;
+      if (r.inScope) c.inScope++;
+      const f = byId.get(r.id);
+      if (f?.m_user !== null && f?.m_user !== undefined) {
+        memoryRowids.push(r.rowid);
+        if (f.m_user !== r.user) {
+          mismatch({ id: r.id, user: r.user, check: 'user_id', detail: `stored under user ${f.m_user}, the source says ${r.user}` });
         }
+        if (f.md_differs) mismatch({ id: r.id, user: r.user, check: 'metadata', detail: `metadata differs: ${metadataDetail.get(r.id) ?? 'see the row'}` });
+        if (f.created_differs) {
+          mismatch({ id: r.id, user: r.user, check: 'created_at', detail: `created_at differs: SQLite ${r.created}, Postgres ${f.m_created}` });
+        }
+        if (f.updated_differs) {
+          mismatch({ id: r.id, user: r.user, check: 'updated_at', detail: `updated_at differs: SQLite ${r.updated}, Postgres ${f.m_updated}` });
+        }
+      } else if (f?.dup || f?.skip) {
+        // Accounted for: a recorded duplicate or a recorded skip.
+      } else if (f?.frag && r.user === SYSTEM_PROMPTS_USER) {
+        fragmentIds.add(r.id);
+      } else if (r.inScope) {
+        c.missing++;
+        if (r.user === SYSTEM_PROMPTS_USER) fragmentsMissing++;
+        mismatch({ id: r.id, user: r.user, check: 'missing', detail: 'in SQLite but not in Postgres (not stored, not a recorded duplicate or skip)' });
+      } else {
+        uc.pending++;
+        c.pending++;
       }
-    } finally {
-      lite.close();
     }
   }
 
@@ -451,6 +431,19 @@ async function reconcile(
     }
   }
   return { memoryRowids, fragmentIds, fragmentsMissing };
+}
+
+/** The items of `items` in arrays of `size` (the last one shorter), each taken as it is reached. */
+function* chunks<T>(items: Iterable<T>, size: number): Generator<T[]> {
+  let chunk: T[] = [];
+  for (const item of items) {
+    chunk.push(item);
+    if (chunk.length === size) {
+      yield chunk;
+      chunk = [];
+    }
+  }
+  if (chunk.length > 0) yield chunk;
 }
 
 interface StoredRowCheck {

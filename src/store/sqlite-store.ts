@@ -12,12 +12,13 @@
 //   0 accesses, and a duplicate add() returns the original's id without recording anything.
 // - Search is an exact cosine scan of the user's rows in JS (no index).
 // - Only memory_analytics is added to the file (created on the first search).
-import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { dedupHash } from '../source/canonical.js';
 import { decodeEmbedding, encodeEmbeddingJson } from '../source/decode-embedding.js';
-import { describeSqliteError, DEFAULT_BUSY_TIMEOUT_MS } from '../source/sqlite-source.js';
+import { contentText, detectLayout, ensureLayout, memoryRowsSql, metadataAndTimesSql, type SqliteLayout } from '../source/layout.js';
+import { DEFAULT_BUSY_TIMEOUT_MS, describeSqliteError, openSqliteFile, type SqliteDb } from '../source/sqlite-file.js';
+import { fileTimestampFormat, formatTimestamp, type TimestampFormat } from '../source/timestamp-format.js';
 import { parseTimestamp } from '../source/timestamps.js';
 import { categoryOf, importanceOf, readMetadata } from '../source/metadata.js';
 import { SYSTEM_PROMPTS_USER } from '../source/rules.js';
@@ -37,37 +38,6 @@ import {
   type StoreStats,
   type TextEmbedder,
 } from './types.js';
-import { quoteIdent } from '../sql-identifier.js';
-
-
-// ---------------------------------------------------------------- layout helpers
-
-/** Quoted identifiers of the memory table and its columns as found in a file. */
-export interface SqliteLayout {
-  table: string;
-  id: string;
-  userId: string;
-  content: string;
-  embedding: string | null;
-  metadata: string | null;
-  createdAt: string | null;
-  updatedAt: string | null;
-}
-
-/** Layout A, as the app created it. */
-export const LAYOUT_A_SQL = `
-CREATE TABLE IF NOT EXISTS memories (
-  id TEXT PRIMARY KEY,
-  user_id TEXT NOT NULL,
-  content TEXT NOT NULL,
-  embedding BLOB,
-  metadata TEXT,
-  created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
-  updated_at DATETIME DEFAULT CURRENT_TIMESTAMP
-);
-CREATE INDEX IF NOT EXISTS idx_user_id ON memories(user_id);
-CREATE INDEX IF NOT EXISTS idx_created_at ON memories(created_at);
-`;
 
 const ANALYTICS_SQL = `
 CREATE TABLE IF NOT EXISTS memory_analytics (
@@ -80,104 +50,6 @@ CREATE TABLE IF NOT EXISTS memory_analytics (
   created_at DATETIME DEFAULT CURRENT_TIMESTAMP
 );
 `;
-
-/** Finds the memory table (any case) and its columns; null when the file has none. */
-export function detectLayout(db: Database.Database): SqliteLayout | null {
-  const tables = db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table'`).pluck().all() as string[];
-  const table = tables.find((t) => t.toLowerCase() === 'memories');
-  if (!table) return null;
-  const columns = (db.prepare(`PRAGMA table_info(${quoteIdent(table)})`).all() as { name: string }[]).map((c) => c.name);
-  const col = (name: string) => {
-    const found = columns.find((c) => c.toLowerCase() === name);
-    return found === undefined ? null : quoteIdent(found);
-  };
-  for (const required of ['id', 'user_id', 'content']) {
-    if (!col(required)) {
-      throw new UsageError(`the ${table} table has no ${required} column; this is not the app's memory layout (id, user_id, content, ...)`);
-    }
-  }
-  return {
-    table: quoteIdent(table),
-    id: col('id')!,
-    userId: col('user_id')!,
-    content: col('content')!,
-    embedding: col('embedding'),
-    metadata: col('metadata') ?? col('meta_data'),
-    createdAt: col('created_at'),
-    updatedAt: col('updated_at'),
-  };
-}
-
-/** Creates Layout A when the file has no memory table yet; returns the layout. */
-export function ensureLayout(db: Database.Database): SqliteLayout {
-  const found = detectLayout(db);
-  if (found) return found;
-  db.exec(LAYOUT_A_SQL);
-  return detectLayout(db)!;
-}
-
-/** How a file writes its timestamps. */
-export type TimestampFormat = 'sqlite' | 'sqlite-ms' | 'iso' | 'epoch-ms' | 'epoch-s';
-
-/** The format of one stored timestamp value, or null when it is none of the known ones. */
-export function sniffTimestampFormat(value: unknown): TimestampFormat | null {
-  if (typeof value === 'number' || typeof value === 'bigint') return Math.abs(Number(value)) < 1e11 ? 'epoch-s' : 'epoch-ms';
-  if (typeof value !== 'string') return null;
-  const s = value.trim();
-  if (/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/.test(s)) return 'sqlite';
-  if (/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d+$/.test(s)) return 'sqlite-ms';
-  if (/^\d{4}-\d{2}-\d{2}T/.test(s)) return 'iso';
-  if (/^\d+$/.test(s)) return Math.abs(Number(s)) < 1e11 ? 'epoch-s' : 'epoch-ms';
-  return null;
-}
-
-/** A date in the given format; 'sqlite' is CURRENT_TIMESTAMP's 'YYYY-MM-DD HH:MM:SS' (UTC). */
-export function formatTimestamp(d: Date, format: TimestampFormat): string | number {
-  const iso = d.toISOString();
-  switch (format) {
-    case 'sqlite':
-      return iso.slice(0, 19).replace('T', ' ');
-    case 'sqlite-ms':
-      return iso.slice(0, 23).replace('T', ' ');
-    case 'iso':
-      return iso;
-    case 'epoch-ms':
-      return d.getTime();
-    case 'epoch-s':
-      return Math.floor(d.getTime() / 1000);
-  }
-}
-
-/** The format most of the file's recent rows use ('sqlite' for an empty file). */
-export function fileTimestampFormat(db: Database.Database, layout: SqliteLayout): TimestampFormat {
-  if (!layout.createdAt) return 'sqlite';
-  const values = db
-    .prepare(`SELECT ${layout.createdAt} FROM ${layout.table} WHERE ${layout.createdAt} IS NOT NULL ORDER BY rowid DESC LIMIT 200`)
-    .pluck()
-    .all();
-  const votes = new Map<TimestampFormat, number>();
-  for (const v of values) {
-    const f = sniffTimestampFormat(v);
-    if (f) votes.set(f, (votes.get(f) ?? 0) + 1);
-  }
-  let best: TimestampFormat = 'sqlite';
-  let n = 0;
-  for (const [f, c] of votes) {
-    if (c > n) {
-      best = f;
-      n = c;
-    }
-  }
-  return best;
-}
-
-/** Stored content as a string (TEXT, or a BLOB holding UTF-8). */
-export function contentText(value: unknown): string {
-  if (value === null || value === undefined) return '';
-  if (typeof value === 'string') return value;
-  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8');
-  return String(value);
-}
 
 function cosine(a: Float32Array, b: Float32Array): number {
   let dot = 0;
@@ -218,7 +90,7 @@ export class SqliteMemoryStore implements MemoryStore {
   private readonly columns: string;
 
   private constructor(
-    private readonly db: Database.Database,
+    private readonly db: SqliteDb,
     private readonly layout: SqliteLayout,
     private readonly embedder: TextEmbedder,
     private readonly timestampFormat: TimestampFormat,
@@ -226,10 +98,8 @@ export class SqliteMemoryStore implements MemoryStore {
   ) {
     const L = layout;
     // Rows that are memories: not fragments, not the system_* bookkeeping rows the migration skips.
-    this.memoryWhere = `${L.userId} IS NOT NULL AND substr(CAST(${L.userId} AS TEXT), 1, 7) <> 'system_'`;
-    this.columns =
-      `CAST(${L.id} AS TEXT) AS id, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ` +
-      `${L.metadata ?? 'NULL'} AS metadata, ${L.createdAt ?? 'NULL'} AS created_at, ${L.updatedAt ?? 'NULL'} AS updated_at`;
+    this.memoryWhere = memoryRowsSql(L);
+    this.columns = `CAST(${L.id} AS TEXT) AS id, CAST(${L.userId} AS TEXT) AS user_id, ${L.content} AS content, ${metadataAndTimesSql(L)}`;
   }
 
   get model(): string {
@@ -241,14 +111,9 @@ export class SqliteMemoryStore implements MemoryStore {
     if (!existsSync(path) && opts.create === false) {
       throw new UsageError(`SQLite memory file ${path} does not exist; check the path (MEMORY_SQLITE_PATH)`);
     }
-    let db: Database.Database;
+    const db = openSqliteFile(path, { busyTimeoutMs: busy });
     try {
-      db = new Database(path, { timeout: busy });
-    } catch (err) {
-      throw describeSqliteError(err, path, busy);
-    }
-    try {
-      const layout = opts.create === false ? detectLayout(db) : ensureLayout(db);
+      const layout = opts.create === false ? detectLayout(db, path) : ensureLayout(db, path);
       if (!layout) throw new UsageError(`${path} has no memories table; it is not the app's memory file`);
       if (!layout.embedding) throw new UsageError(`the memories table in ${path} has no embedding column; search needs one`);
       return new SqliteMemoryStore(db, layout, embedder, fileTimestampFormat(db, layout), path);

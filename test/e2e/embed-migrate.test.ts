@@ -10,7 +10,7 @@ import { runCli, targetArgs, parseJson } from '../helpers/cli.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.js';
 import { makeFixture } from '../../scripts/make-fixture.js';
 import { openDb, type Db, type TargetOptions } from '../../src/postgres/connection.js';
-import { openSource } from '../../src/source/sqlite-source.js';
+import { openSource } from '../../src/source/reader.js';
 import { sentTexts } from '../helpers/rerun.js';
 import postgres from 'postgres';
 

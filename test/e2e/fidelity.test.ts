@@ -13,7 +13,7 @@ import { runCli, targetArgs, parseJson } from '../helpers/cli.js';
 import { startFakeOpenAI } from '../helpers/fake-openai.js';
 import { makeFixture } from '../../scripts/make-fixture.js';
 import { withDb, type Db, type TargetOptions } from '../../src/postgres/connection.js';
-import { LAYOUT_A_SQL } from '../../src/store/sqlite-store.js';
+import { LAYOUT_A_SQL } from '../../src/source/layout.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-fidelity-'));
 

@@ -10,7 +10,7 @@ import { runCli, targetArgs, sha256File, parseJson } from '../helpers/cli.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.js';
 import { makeFixture, type FixtureSummary } from '../../scripts/make-fixture.js';
 import { openDb, type Db } from '../../src/postgres/connection.js';
-import { openSource } from '../../src/source/sqlite-source.js';
+import { openSource } from '../../src/source/reader.js';
 import { parseVectorText } from '../../src/postgres/vector-text.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-migrate-'));

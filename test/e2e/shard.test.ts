@@ -12,7 +12,7 @@ import { runCli, targetArgs, parseJson, type CliResult } from '../helpers/cli.js
 import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.js';
 import { dumpTables, dumpDb, dumpDiff, withDb, count, freshTarget, type TableDump } from '../helpers/rerun.js';
 import { makeFixture, type FixtureSummary } from '../../scripts/make-fixture.js';
-import { shardOf } from '../../src/source/sqlite-source.js';
+import { shardOf } from '../../src/source/shard.js';
 import { lockKey } from '../../src/postgres/lock.js';
 import postgres from 'postgres';
 import type { TargetOptions } from '../../src/postgres/connection.js';

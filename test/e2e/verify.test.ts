@@ -11,7 +11,7 @@ import { runCli, targetArgs, parseJson } from '../helpers/cli.js';
 import { startFakeOpenAI } from '../helpers/fake-openai.js';
 import { makeFixture, type FixtureSummary } from '../../scripts/make-fixture.js';
 import { withDb, type TargetOptions } from '../../src/postgres/connection.js';
-import { openSource } from '../../src/source/sqlite-source.js';
+import { openSource } from '../../src/source/reader.js';
 import { findProbes, seededSample } from '../../src/commands/verify.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-verify-'));

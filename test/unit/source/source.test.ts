@@ -27,7 +27,9 @@ import { UsageError } from '../../../src/errors.js';
 import { decodeEmbedding, encodeEmbeddingJson } from '../../../src/source/decode-embedding.js';
 import { parseTimestamp } from '../../../src/source/timestamps.js';
 import { canonicalize, contentHash, dedupHash } from '../../../src/source/canonical.js';
-import { describeFsError, describeSqliteError, openSource, shardOf } from '../../../src/source/sqlite-source.js';
+import { openSource } from '../../../src/source/reader.js';
+import { shardOf } from '../../../src/source/shard.js';
+import { describeFsError, describeSqliteError } from '../../../src/source/sqlite-file.js';
 import { makeFixture } from '../../../scripts/make-fixture.js';
 import type { SourceRow } from '../../../src/source/types.js';
 

@@ -1,0 +1,80 @@
+// Sorts a batch's source rows into memories, prompt fragments and skipped rows, and counts
+// what was read. The rules themselves are the app's (src/source/rules.ts, metadata.ts).
+import { fragmentFromSource } from '../postgres/fragments.js';
+import type { SourceRow } from '../source/types.js';
+import { contentHash, dedupHash } from '../source/canonical.js';
+import { categoryOf, importanceOf } from '../source/metadata.js';
+import { isSystemUser, MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../source/rules.js';
+import type { SkippedRow } from '../report.js';
+import { skip, userCounts, warn } from './counts.js';
+import type { FragmentToWrite, PipelineOptions, PipelineResult, PreparedMemory, SourceBatch } from './types.js';
+import { YIELD_EVERY_ROWS, yieldToIo } from './yield-to-io.js';
+
+export interface ClassifiedRows {
+  memories: PreparedMemory[];
+  fragments: FragmentToWrite[];
+  skips: SkippedRow[];
+}
+
+/** Why a row is not a memory to store, or null when it is one. */
+export function skipReason(row: SourceRow, idClashes: SourceBatch['idClashes']): string | null {
+  if (row.userId === null) return 'user_id is NULL';
+  if (row.contentProblem) return row.contentProblem;
+  if (row.contentBytes > MAX_CONTENT_BYTES) return 'content over 1 MB';
+  if (row.content.trim().length === 0) return 'empty content';
+  const idClash = idClashes?.get(row);
+  if (idClash) return `id differs only in case from ${idClash}`;
+  if (isSystemUser(row.userId)) return `system user ${row.userId}`;
+  return null;
+}
+
+export async function classifyRows(opts: PipelineOptions, batch: SourceBatch, counts: PipelineResult): Promise<ClassifiedRows> {
+  const m = counts.memories;
+  const skips: SkippedRow[] = [];
+  const memories: PreparedMemory[] = [];
+  const fragments: FragmentToWrite[] = [];
+  let sinceYield = 0;
+  for (const row of batch.rows) {
+    if (++sinceYield >= YIELD_EVERY_ROWS) {
+      sinceYield = 0;
+      await yieldToIo();
+    }
+    const reason = skipReason(row, batch.idClashes);
+    if (!reason && row.userId === SYSTEM_PROMPTS_USER) {
+      // Fragments are not memories: they are counted under fragments, not memories.read.
+      counts.fragments.read++;
+      fragments.push(fragmentFromSource(row));
+      continue;
+    }
+    m.read++;
+    userCounts(counts, row.userId).read++;
+    if (reason) {
+      skip(opts, counts, row, reason, skips);
+      continue;
+    }
+    if (row.metadata.warning) warn(counts, 'metadata not JSON (kept as {raw})');
+    if (row.metadata.duplicateKeys > 0) warn(counts, 'metadata with duplicate keys (the last one kept, as PostgreSQL does)');
+    memories.push(toMemory(row));
+  }
+  return { memories, fragments, skips };
+}
+
+/** A row that passed skipReason (so its user is set) as a memory, its vector not chosen yet. */
+function toMemory(row: SourceRow): PreparedMemory {
+  return {
+    source: row,
+    id: row.id,
+    userId: row.userId!,
+    content: row.content,
+    contentHash: contentHash(row.content),
+    dedupHash: dedupHash(row.content),
+    embedding: null,
+    embeddingModel: null,
+    metadata: row.metadata.json,
+    category: categoryOf(row.metadata.fields),
+    importanceScore: importanceOf(row.metadata.fields),
+    createdAt: row.createdAt,
+    updatedAt: row.updatedAt ?? row.createdAt,
+    changedContent: true,
+  };
+}

@@ -1,0 +1,126 @@
+// Writes a prepared batch in one transaction together with its ledger checkpoint, so a crash
+// loses at most the batch in flight and a re-run converges. Counts it once it has committed.
+import type { Db } from '../postgres/connection.js';
+import { checkpoint } from '../postgres/ledger.js';
+import { memoryCopyWriter, writeDuplicates, writeFragments, writeMemories, writeSkips } from '../postgres/writer.js';
+import { addFragmentCounts, addMemoryCounts, mergeResult, userCounts } from './counts.js';
+import type { PipelineOptions, PipelineResult, PreparedBatch, RunState } from './types.js';
+
+// Above this, a batch's encoder is replaced rather than reused.
+const MAX_KEPT_WRITER_BYTES = 32 * 1024 * 1024;
+
+export async function commitBatch(opts: PipelineOptions, state: RunState, batch: PreparedBatch, result: PipelineResult): Promise<void> {
+  const { db, dryRun } = opts;
+  const { counts, memories, fragments } = batch;
+  const m = counts.memories;
+  if (dryRun || !db) {
+    for (const mem of memories) {
+      const uc = userCounts(counts, mem.userId);
+      if (batch.stored.has(mem.id)) {
+        m.updated++;
+        uc.updated++;
+      } else {
+        m.migrated++;
+        uc.migrated++;
+      }
+    }
+    counts.fragments.migrated += fragments.length;
+    mergeResult(result, counts);
+    return;
+  }
+
+  // None of these ids in memories yet (a first load, or new rows): COPY straight in. Should
+  // one be there after all (another writer), the batch is written again through the upsert.
+  const direct = memories.every((x) => !batch.stored.has(x.id));
+  try {
+    await db.transaction((tx) => writeBatch(opts, tx, batch, result, direct));
+  } catch (err) {
+    if (!direct || (err as { code?: string }).code !== '23505') throw err;
+    await db.transaction((tx) => writeBatch(opts, tx, batch, result, false));
+  }
+  mergeResult(result, counts);
+  // An unusually large batch does not keep its encoder's buffer for the rest of the run.
+  if (state.writers[batch.writerSlot].byteLength > MAX_KEPT_WRITER_BYTES) state.writers[batch.writerSlot] = memoryCopyWriter();
+}
+
+/**
+ * One batch's transaction. Adds what it wrote to batch.counts only once every statement has
+ * succeeded. On a server, the statements that do not depend on the COPY are sent ahead of it
+ * in one pipeline, so the batch costs few round trips.
+ */
+async function writeBatch(opts: PipelineOptions, tx: Db, batch: PreparedBatch, result: PipelineResult, direct: boolean) {
+  const { memories, fragments } = batch;
+  const sideDone = together(tx, [
+    // Each batch commits with its ledger checkpoint: should the server lose the last commits
+    // in a crash, the ledger loses them too and a re-run writes them again. So a batch need
+    // not wait for its WAL flush (finishRun's ordinary commit flushes everything before it).
+    () => (tx.kind === 'postgres' ? tx.exec('SET LOCAL synchronous_commit = off') : null),
+    () =>
+      batch.staleDuplicates.length > 0
+        ? tx.query(`DELETE FROM memory_duplicates WHERE duplicate_id = ANY($1::text[]) AND dedup_type = 'exact'`, [batch.staleDuplicates])
+        : null,
+    () => writeSkips(tx, batch.skips),
+  ]);
+  // A failure of the COPY below aborts the transaction; these then fail too, and are awaited.
+  sideDone.catch(() => {});
+  const w = await writeMemories(tx, memories, { direct, ...(batch.encoded ? { encoded: batch.encoded } : {}) });
+  await sideDone;
+  const fw = await writeFragments(tx, fragments);
+  const updatedIds = new Set(w.updatedIds);
+  await restoreUpdatedAt(tx, 'memories', memories.filter((s) => updatedIds.has(s.id)).map((s) => ({ id: s.id, at: s.updatedAt })));
+  if (fw.updated > 0) await restoreUpdatedAt(tx, 'prompt_fragments', fragments.map((f) => ({ id: f.id, at: f.updatedAt ?? f.createdAt })));
+  const m = { ...batch.counts.memories };
+  m.migrated += w.inserted;
+  m.updated += w.updated;
+  m.unchanged += memories.length - w.inserted - w.updated;
+  const f = { ...batch.counts.fragments };
+  f.migrated += fw.inserted;
+  f.updated += fw.updated;
+  f.unchanged += fragments.length - fw.inserted - fw.updated;
+  // The checkpoint carries the run's totals as they are once this batch commits, in the
+  // shape finishRun records, so a run that never finishes still says what it committed.
+  // Duplicates after the COPY: their originals may be rows of this batch (a foreign key).
+  await together(tx, [
+    () => writeDuplicates(tx, batch.duplicates),
+    () =>
+      opts.runId === null
+        ? null
+        : checkpoint(tx, opts.runId, batch.lastRowid, {
+            memories: addMemoryCounts(result.memories, m),
+            fragments: addFragmentCounts(result.fragments, f),
+          }),
+  ]);
+  batch.counts.memories = m;
+  batch.counts.fragments = f;
+  const userOf = new Map(memories.map((s) => [s.id, s.userId]));
+  for (const id of w.insertedIds) userCounts(batch.counts, userOf.get(id) ?? null).migrated++;
+  for (const id of w.updatedIds) userCounts(batch.counts, userOf.get(id) ?? null).updated++;
+}
+
+/**
+ * Runs independent statements of one transaction. postgres.js pipelines statements issued
+ * together (one round trip for all); PGlite runs in-process, so one after the other.
+ */
+async function together(tx: Db, steps: (() => Promise<unknown> | null)[]): Promise<void> {
+  if (tx.kind === 'pglite') {
+    for (const step of steps) await step();
+    return;
+  }
+  await Promise.all(steps.map((step) => step()));
+}
+
+/**
+ * The touch trigger (sql/004) sets updated_at = now() when content or metadata change but
+ * updated_at does not. An update by a re-run (source edited, source updated_at unchanged)
+ * must still store the source's updated_at, as a clean run would: set it back.
+ */
+async function restoreUpdatedAt(tx: Db, table: 'memories' | 'prompt_fragments', rows: { id: string; at: Date | null }[]) {
+  const fix = rows.filter((r) => r.at !== null);
+  if (fix.length === 0) return;
+  await tx.query(
+    `UPDATE ${table} t SET updated_at = x.at
+       FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, at timestamptz)
+      WHERE t.id = x.id AND t.updated_at IS DISTINCT FROM x.at`,
+    [JSON.stringify(fix.map((r) => ({ id: r.id, at: r.at!.toISOString() })))],
+  );
+}

@@ -1,0 +1,3 @@
+// The pipeline as the rest of the CLI uses it.
+export { runPipeline, Interrupted } from './run.js';
+export type { DedupOptions, PipelineOptions, PipelineProgress, PipelineResult } from './types.js';

@@ -1,0 +1,109 @@
+// What the target holds already, asked in one statement per batch: stored ids, recorded
+// duplicates, dedup-key owners, fragment hashes and the default fragments.
+import type { Db } from '../postgres/connection.js';
+import { defaultFragments, type FragmentRow } from '../postgres/fragments.js';
+import type { MemoryRow } from '../postgres/writer.js';
+import { dedupKey } from './dedup.js';
+
+/** What the target holds for one id of a batch. */
+export interface Existing {
+  /** The stored memory's content hash; null when only a duplicate record has the id. */
+  contentHash: string | null;
+  sameMetadata: boolean;
+  duplicateOf: string | null;
+  /** The recorded original's stored user and dedup_hash (to tell a stale record). */
+  originalUser: string | null;
+  originalDedupHash: string | null;
+}
+
+/** True when memories and memory_duplicates hold no row (a first load into this target). */
+export async function targetIsEmpty(db: Db): Promise<boolean> {
+  const [r] = await db.query<{ empty: boolean }>(
+    `SELECT NOT EXISTS (SELECT 1 FROM memories) AND NOT EXISTS (SELECT 1 FROM memory_duplicates) AS empty`,
+  );
+  return r?.empty === true;
+}
+
+/** The stored memory and the exact-duplicate record of each id, where there is one. */
+export async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<string, Existing>> {
+  const out = new Map<string, Existing>();
+  if (mems.length === 0) return out;
+  const rows = await db.query<{
+    id: string;
+    content_hash: string | null;
+    dup_of: string | null;
+    orig_user: string | null;
+    orig_hash: string | null;
+  }>(
+    `SELECT x.id, m.content_hash, d.original_id AS dup_of, o.user_id AS orig_user, o.dedup_hash AS orig_hash
+       FROM unnest($1::text[]) AS x(id)
+       LEFT JOIN memories m ON m.id = x.id
+       LEFT JOIN memory_duplicates d ON d.duplicate_id = x.id AND d.dedup_type = 'exact'
+       LEFT JOIN memories o ON o.id = d.original_id
+      WHERE m.id IS NOT NULL OR d.original_id IS NOT NULL`,
+    [mems.map((x) => x.id)],
+  );
+  if (rows.length === 0) return out;
+  // Metadata is compared (on the server, as jsonb) only where it decides: a stored row whose
+  // content is unchanged. New rows, the bulk of a resumed or second load, ship only their ids.
+  const current = new Map(mems.map((x) => [x.id, x]));
+  const sameContent = rows.filter((r) => r.content_hash !== null && r.content_hash.trim() === current.get(r.id)!.contentHash);
+  const sameMetadata = new Set<string>();
+  if (sameContent.length > 0) {
+    const same = await db.query<{ id: string }>(
+      `SELECT x.id FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text)
+         JOIN memories m ON m.id = x.id WHERE m.metadata = x.md::jsonb`,
+      [JSON.stringify(sameContent.map((r) => ({ id: r.id, md: current.get(r.id)!.metadata })))],
+    );
+    for (const r of same) sameMetadata.add(r.id);
+  }
+  for (const r of rows) {
+    out.set(r.id, {
+      contentHash: r.content_hash ? r.content_hash.trim() : null,
+      sameMetadata: sameMetadata.has(r.id),
+      duplicateOf: r.dup_of,
+      originalUser: r.orig_user,
+      originalDedupHash: r.orig_hash ? r.orig_hash.trim() : null,
+    });
+  }
+  return out;
+}
+
+/** Stored fragment id to its content hash, for the fragments given. */
+export async function fragmentHashes(db: Db, fragments: FragmentRow[]): Promise<Map<string, string>> {
+  const rows = await db.query<{ id: string; content_hash: string }>(
+    `SELECT id, content_hash FROM prompt_fragments WHERE id = ANY($1::text[])`,
+    [fragments.map((f) => f.id)],
+  );
+  return new Map(rows.map((r) => [r.id, r.content_hash.trim()]));
+}
+
+/**
+ * Dedup key (see dedupKey) to the first stored memory with it, for the keys of `mems`.
+ * dedup_hash is char(64): compared with a text value it would be cast to text, which rules out
+ * memories_dedup_idx and scans the table for every batch (a load slowing down as it grows).
+ */
+export async function lookupDedupOwners(db: Db, mems: MemoryRow[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (mems.length === 0) return out;
+  const rows = await db.query<{ id: string; user_id: string; dedup_hash: string }>(
+    `SELECT DISTINCT ON (m.user_id, m.dedup_hash) m.id, m.user_id, m.dedup_hash
+       FROM memories m JOIN (SELECT DISTINCT u, h FROM unnest($1::text[], $2::text[]) AS x(u, h)) x
+         ON m.user_id = x.u AND m.dedup_hash = x.h::bpchar
+      ORDER BY m.user_id, m.dedup_hash, m.created_at, m.id`,
+    [mems.map((x) => x.userId), mems.map((x) => x.dedupHash)],
+  );
+  for (const r of rows) out.set(dedupKey(r.user_id, r.dedup_hash.trim()), r.id);
+  return out;
+}
+
+/** The default fragments the target does not hold; all of them when there is no target. */
+export async function missingDefaultFragments(db: Db | null): Promise<FragmentRow[]> {
+  const defaults = defaultFragments();
+  if (!db) return defaults;
+  const present = await db.query<{ id: string }>(`SELECT id FROM prompt_fragments WHERE id = ANY($1::text[])`, [
+    defaults.map((d) => d.id),
+  ]);
+  const have = new Set(present.map((p) => p.id));
+  return defaults.filter((d) => !have.has(d.id));
+}

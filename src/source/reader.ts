@@ -1,0 +1,322 @@
+// Reads an agent's memory file without changing it: opened read-only, rows streamed in rowid
+// order in bounded pages, every way the file can be unusable turned into a one-line
+// UsageError that says what is wrong and what to do about it (sqlite-file.ts maps them).
+import { UsageError } from '../errors.js';
+import { decodeEmbedding } from './decode-embedding.js';
+import { detectLayout, listTables, metadataAndTimesSql, type SqliteLayout } from './layout.js';
+import { readMetadata } from './metadata.js';
+import { checkShard, SHARD_FUNCTION, shardFunction } from './shard.js';
+import {
+  checkFile,
+  DEFAULT_BUSY_TIMEOUT_MS,
+  describeSqliteError,
+  fileSha256,
+  openSqliteFile,
+  type SqliteDb,
+  type SqliteStatement,
+} from './sqlite-file.js';
+import { parseTimestamp } from './timestamps.js';
+import type { SourceFilter, SourceInfo, SourceRow } from './types.js';
+
+export interface OpenSourceOptions {
+  /** How long to wait for a writer's lock before giving up (default 5000 ms). */
+  busyTimeoutMs?: number;
+  /** Rows fetched per query (default 50 for rows(), 2000 for keys(), which reads no content or vectors). */
+  pageSize?: number;
+}
+
+/** What verify reads of every row: the row's identity and its light fields, nothing decoded. */
+export interface SourceKey {
+  rowid: number;
+  id: string;
+  userId: string | null;
+  /** readMetadata(...).json of the stored metadata: what the migration stores in jsonb. */
+  metadataJson: string;
+  createdAt: Date | null;
+  updatedAt: Date | null;
+}
+
+export interface SourceFile {
+  info: SourceInfo;
+  /** Number of rows rows(filter) would yield. */
+  count(filter?: SourceFilter): number;
+  /** Rows in rowid order, fetched page by page (never the whole file at once). */
+  rows(filter?: SourceFilter): IterableIterator<SourceRow>;
+  /** The rows of rows(filter) without content and embedding, in rowid order, page by page. */
+  keys(filter?: SourceFilter): IterableIterator<SourceKey>;
+  /** Row count per user id, ordered by user id (NULL first). */
+  users(filter?: SourceFilter): { userId: string | null; count: number }[];
+  /** sha256 hex of the main file's bytes, read in chunks. */
+  sha256(): string;
+  close(): void;
+}
+
+// Rows per source read. Each read is one synchronous call: 500 rows of 1536-d vectors held the
+// event loop for about 6 ms, which delayed the round trips of the batch being written; 50
+// rows cost the same CPU per row and return in well under a millisecond.
+const DEFAULT_PAGE_SIZE = 50;
+// keys() reads no content and no vectors: a page of 2000 costs about what 50 full rows do.
+const KEYS_PAGE_SIZE = 2000;
+
+/** Opens a memory file read-only and checks that it can be read. Throws UsageError when not. */
+export function openSource(path: string, opts: OpenSourceOptions = {}): SourceFile {
+  const busyTimeoutMs = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+  const pageSize = Math.max(1, Math.floor(opts.pageSize ?? DEFAULT_PAGE_SIZE));
+
+  const sizeBytes = checkFile(path);
+
+  const db = openSqliteFile(path, { readonly: true, fileMustExist: true, busyTimeoutMs });
+  const guard = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      throw describeSqliteError(err, path, busyTimeoutMs);
+    }
+  };
+
+  try {
+    // Errors (not a database, corrupt, locked) surface at the first read, not at open.
+    const journalMode = guard(() => String(db.pragma('journal_mode', { simple: true })));
+    const encoding = guard(() => String(db.pragma('encoding', { simple: true })));
+    const tables = guard(() => listTables(db));
+    const layout = guard(() => detectLayout(db, path, tables));
+    if (!layout) {
+      db.close();
+      return emptySource({ path, layout: 'empty', metadataColumn: null, journalMode, tables, sizeBytes });
+    }
+
+    db.function(SHARD_FUNCTION, { deterministic: true }, shardFunction());
+
+    const info: SourceInfo = { path, layout: 'memories', metadataColumn: layout.metadataColumn, journalMode, tables, sizeBytes };
+    return memorySource(db, info, guard, layout, {
+      utf8: encoding.toUpperCase() === 'UTF-8',
+      pageSize,
+      keysPageSize: opts.pageSize === undefined ? KEYS_PAGE_SIZE : pageSize,
+    });
+  } catch (err) {
+    if (db.open) db.close();
+    throw err;
+  }
+}
+
+interface ReadOptions {
+  /** The file's text encoding is UTF-8 (the driver's text is then the stored text). */
+  utf8: boolean;
+  pageSize: number;
+  keysPageSize: number;
+}
+
+/**
+ * One row of the page query, read with .raw(true): an array in select-list order (no per-row
+ * object with named keys to build). Indexes: R_ROWID ... R_UPDATED below.
+ */
+type RawRow = [
+  r: number,
+  id: string | null,
+  userId: string | null,
+  content: Buffer | string | null,
+  embedding: unknown,
+  metadata: unknown,
+  createdAt: unknown,
+  updatedAt: unknown,
+];
+const R_ROWID = 0;
+const R_ID = 1;
+const R_USER_ID = 2;
+const R_CONTENT = 3;
+const R_EMBEDDING = 4;
+const R_METADATA = 5;
+const R_CREATED = 6;
+const R_UPDATED = 7;
+
+/**
+ * One row of the keys() query, read with .raw(true) like RawRow: rowid, id, user id,
+ * metadata, created_at, updated_at.
+ */
+type RawKey = [r: number, id: string | null, userId: string | null, metadata: unknown, createdAt: unknown, updatedAt: unknown];
+
+function memorySource(
+  db: SqliteDb,
+  info: SourceInfo,
+  guard: <T>(fn: () => T) => T,
+  c: SqliteLayout,
+  o: ReadOptions,
+): SourceFile {
+  // Text comes back decoded by SQLite's driver (no Buffer per row); anything else as bytes.
+  const contentExpr = o.utf8
+    ? `CASE typeof(${c.content}) WHEN 'text' THEN ${c.content} ELSE CAST(${c.content} AS BLOB) END`
+    : c.content;
+  const light = `${metadataAndTimesSql(c)} FROM ${c.table}`;
+  const select =
+    `SELECT rowid AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ` +
+    `${contentExpr} AS content, ${c.embedding ?? 'NULL'} AS embedding, ${light}`;
+  const selectKeys = `SELECT rowid AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ${light}`;
+  const utf8 = o.utf8;
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  const lossy = new TextDecoder('utf-8', { ignoreBOM: true });
+
+  function where(filter: SourceFilter, afterRowid: number | undefined): { sql: string; params: unknown[] } {
+    const parts: string[] = [];
+    const params: unknown[] = [];
+    if (filter.users) {
+      parts.push(`${c.userId} IN (SELECT value FROM json_each(?))`);
+      params.push(JSON.stringify(filter.users));
+    }
+    if (filter.shard) {
+      const { index, count } = checkShard(filter.shard);
+      parts.push(`${SHARD_FUNCTION}(CAST(${c.userId} AS TEXT), ?) = ?`);
+      params.push(count, index);
+    }
+    if (afterRowid !== undefined) {
+      parts.push('rowid > ?');
+      params.push(afterRowid);
+    }
+    return { sql: parts.length ? ` WHERE ${parts.join(' AND ')}` : '', params };
+  }
+
+  function toRow(raw: RawRow): SourceRow {
+    let content: string;
+    let contentBytes: number;
+    let contentProblem: string | undefined;
+    const rawContent = raw[R_CONTENT];
+    if (rawContent === null) {
+      content = '';
+      contentBytes = 0;
+      contentProblem = 'content is NULL';
+    } else if (typeof rawContent === 'string') {
+      content = rawContent;
+      contentBytes = Buffer.byteLength(content, 'utf8');
+      // The driver replaces each invalid UTF-8 sequence with U+FFFD, so only a text holding
+      // one can be invalid: its stored bytes tell.
+      const bytes = utf8 && content.includes('\uFFFD') ? storedContentBytes(raw[R_ROWID]) : null;
+      if (bytes) ({ content, contentBytes, contentProblem } = decodeContent(bytes));
+    } else {
+      ({ content, contentBytes, contentProblem } = decodeContent(rawContent));
+    }
+    const r = raw[R_ROWID];
+    const row: SourceRow = {
+      rowid: Number(r),
+      id: raw[R_ID] ?? `rowid:${r}`,
+      userId: raw[R_USER_ID],
+      content,
+      contentBytes,
+      embedding: decodeEmbedding(raw[R_EMBEDDING]),
+      metadata: readMetadata(raw[R_METADATA]),
+      createdAt: parseTimestamp(raw[R_CREATED]),
+      updatedAt: parseTimestamp(raw[R_UPDATED]),
+    };
+    if (contentProblem) row.contentProblem = contentProblem;
+    return row;
+  }
+
+  function decodeContent(bytes: Uint8Array): { content: string; contentBytes: number; contentProblem: string | undefined } {
+    try {
+      return { content: decoder.decode(bytes), contentBytes: bytes.byteLength, contentProblem: undefined };
+    } catch {
+      return { content: lossy.decode(bytes), contentBytes: bytes.byteLength, contentProblem: 'content is not valid UTF-8' };
+    }
+  }
+
+  let contentBytesStatement: SqliteStatement | undefined;
+  function storedContentBytes(rowid: number): Buffer | null {
+    contentBytesStatement ??= guard(() => db.prepare(`SELECT CAST(${c.content} AS BLOB) FROM ${c.table} WHERE rowid = ?`).pluck());
+    const bytes = guard(() => contentBytesStatement!.get(rowid));
+    return bytes instanceof Uint8Array ? (bytes as Buffer) : null;
+  }
+
+  // Page statements, prepared once per SQL text (at most a few filter shapes per source).
+  const pageStatements = new Map<string, SqliteStatement>();
+  function pageStatement(sql: string): SqliteStatement {
+    let stmt = pageStatements.get(sql);
+    if (stmt === undefined) {
+      stmt = db.prepare(sql).raw(true);
+      pageStatements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  /**
+   * The pages of `selectSql` (rowid first in its select list) that rows(filter) covers. Each
+   * page is its own short read: no read lock is held (and the connection is free for
+   * count()/users()) while the caller works on the rows between pages.
+   */
+  function* pages<R extends [number, ...unknown[]]>(selectSql: string, filter: SourceFilter, pageSize: number): Generator<R[]> {
+    let after = filter.afterRowid;
+    let remaining = filter.limit === undefined ? Infinity : checkLimit(filter.limit);
+    while (remaining > 0) {
+      const take = Math.min(pageSize, remaining);
+      const w = where(filter, after);
+      const sql = `${selectSql}${w.sql} ORDER BY rowid LIMIT ?`;
+      const page = guard(() => pageStatement(sql).all(...w.params, take) as R[]);
+      yield page;
+      if (page.length < take) return;
+      remaining -= page.length;
+      after = Number(page[page.length - 1]![0]);
+    }
+  }
+
+  return {
+    info,
+    count(filter = {}) {
+      const w = where(filter, filter.afterRowid);
+      if (filter.limit !== undefined) {
+        const sql = `SELECT COUNT(*) FROM (SELECT 1 FROM ${c.table}${w.sql} ORDER BY rowid LIMIT ?)`;
+        return guard(() => Number(db.prepare(sql).pluck().get(...w.params, checkLimit(filter.limit!))));
+      }
+      return guard(() => Number(db.prepare(`SELECT COUNT(*) FROM ${c.table}${w.sql}`).pluck().get(...w.params)));
+    },
+    *rows(filter = {}) {
+      for (const page of pages<RawRow>(select, filter, o.pageSize)) {
+        for (let i = 0; i < page.length; i++) yield toRow(page[i]!);
+      }
+    },
+    *keys(filter = {}) {
+      for (const page of pages<RawKey>(selectKeys, filter, o.keysPageSize)) {
+        for (const [r, id, userId, metadata, createdAt, updatedAt] of page) {
+          yield {
+            rowid: Number(r),
+            id: id ?? `rowid:${r}`,
+            userId,
+            metadataJson: readMetadata(metadata).json,
+            createdAt: parseTimestamp(createdAt),
+            updatedAt: parseTimestamp(updatedAt),
+          };
+        }
+      }
+    },
+    users(filter = {}) {
+      const w = where(filter, filter.afterRowid);
+      const inner =
+        filter.limit !== undefined
+          ? `(SELECT ${c.userId} AS u FROM ${c.table}${w.sql} ORDER BY rowid LIMIT ?)`
+          : `(SELECT ${c.userId} AS u FROM ${c.table}${w.sql})`;
+      const params = filter.limit !== undefined ? [...w.params, checkLimit(filter.limit)] : w.params;
+      const sql = `SELECT CAST(u AS TEXT) AS userId, COUNT(*) AS count FROM ${inner} GROUP BY u ORDER BY u`;
+      return guard(() => db.prepare(sql).all(...params) as { userId: string | null; count: number }[]).map((r) => ({
+        userId: r.userId,
+        count: Number(r.count),
+      }));
+    },
+    sha256: () => fileSha256(info.path),
+    close() {
+      if (db.open) db.close();
+    },
+  };
+}
+
+function emptySource(info: SourceInfo): SourceFile {
+  return {
+    info,
+    count: () => 0,
+    *rows() {},
+    *keys() {},
+    users: () => [],
+    sha256: () => fileSha256(info.path),
+    close() {},
+  };
+}
+
+function checkLimit(limit: number): number {
+  if (!Number.isInteger(limit) || limit < 0) throw new UsageError(`invalid limit ${limit}; use a whole number >= 0`);
+  return limit;
+}
