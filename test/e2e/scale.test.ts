@@ -12,7 +12,8 @@ import { runCli, targetArgs, parseJson } from '../helpers/cli.js';
 import { makeFixture, type FixtureSummary } from '../../scripts/make-fixture.js';
 import { seedEmbeddingCache, startNoEmbeddingApi, BENCH_MODEL, type NoEmbeddingApi } from '../../scripts/bench.js';
 import { withDb, count } from '../helpers/rerun.js';
-import { ivfflatLists } from '../../src/postgres/indexes.js';
+import Database from 'better-sqlite3';
+import type { Db } from '../../src/postgres/connection.js';
 
 const ROWS = 10_000;
 const DIMS = 1536;
@@ -30,6 +31,43 @@ after(async () => {
   await api?.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+interface SourceVector {
+  id: string;
+  vector: Float32Array;
+}
+
+/**
+ * Every 40th memory row of the fixture (system rows left out) whose embedding is a whole
+ * float32 blob of DIMS finite values, decoded here as little-endian float32 by hand.
+ */
+function sampleSourceVectors(path: string): SourceVector[] {
+  const src = new Database(path, { readonly: true });
+  try {
+    const rows = src
+      .prepare(`SELECT id, embedding FROM memories WHERE user_id NOT LIKE 'system\\_%' ESCAPE '\\' ORDER BY rowid`)
+      .all() as { id: string; embedding: unknown }[];
+    const out: SourceVector[] = [];
+    rows.forEach((r, i) => {
+      if (i % 40 !== 0) return;
+      const b = r.embedding;
+      if (!Buffer.isBuffer(b) || b.length !== DIMS * 4) return;
+      const v = new Float32Array(DIMS);
+      for (let k = 0; k < DIMS; k++) v[k] = b.readFloatLE(k * 4);
+      if (v.every(Number.isFinite)) out.push({ id: r.id, vector: v });
+    });
+    return out;
+  } finally {
+    src.close();
+  }
+}
+
+/** The stored vectors of these ids, read back as pgvector text and parsed here. */
+async function storedVectors(db: Db, ids: string[]): Promise<Map<string, number[]>> {
+  const params = ids.map((_, i) => `$${i + 1}`).join(', ');
+  const rows = await db.query<{ id: string; e: string }>(`SELECT id, embedding::text AS e FROM memories WHERE id IN (${params})`, ids);
+  return new Map(rows.map((r) => [r.id, r.e.replace(/^\[|\]$/g, '').split(',').map(Number)]));
+}
 
 
 for (const target of testTargets()) {
@@ -68,7 +106,34 @@ for (const target of testTargets()) {
         assert.equal(await count(db, 'SELECT count(*) AS n FROM prompt_fragments'), fixture.systemPrompts + 7);
         const [ix] = await db.query<{ opts: string[] }>(`SELECT reloptions AS opts FROM pg_class WHERE relname = 'memories_embedding_idx'`);
         assert.ok(ix, 'the ivfflat index exists');
-        assert.match(String(ix!.opts), new RegExp(`lists=${ivfflatLists(stored)}\\b`));
+        // pgvector's guidance, rows / 1000 lists (at least 10) below 1M rows: 9,000..10,000
+        // stored rows give 10 lists.
+        assert.ok(stored >= 9000 && stored <= ROWS, `stored ${stored}`);
+        assert.match(String(ix!.opts), /(^|\W)lists=10(\W|$)/);
+
+        // Stored vectors are the source blobs, bit for bit: a sample of the f32 blobs in the
+        // SQLite file against what pgvector gives back.
+        const sample = sampleSourceVectors(fixturePath);
+        assert.ok(sample.length >= 200, `sampled ${sample.length} source vectors`);
+        const got = await storedVectors(db, sample.map((s) => s.id));
+        const notStored = await db.query<{ id: string }>(
+          `SELECT duplicate_id AS id FROM memory_duplicates UNION SELECT source_id FROM migration_skips`,
+        );
+        const removed = new Set(notStored.map((d) => d.id));
+        let compared = 0;
+        for (const { id, vector } of sample) {
+          const v = got.get(id);
+          if (v === undefined) {
+            assert.ok(removed.has(id), `${id} is neither in memories nor a recorded duplicate or skip`);
+            continue;
+          }
+          assert.equal(v.length, DIMS, `${id}: stored dimensions`);
+          for (let k = 0; k < DIMS; k++) {
+            if (Math.fround(v[k]!) !== vector[k]) assert.fail(`${id}[${k}]: stored ${v[k]}, source float32 ${vector[k]}`);
+          }
+          compared++;
+        }
+        assert.ok(compared >= 190, `compared ${compared} of ${sample.length} sampled vectors`);
       });
 
       const again = await runCli(args, env, 600_000);

@@ -15,7 +15,9 @@ import { makeFixture, type FixtureSummary } from '../../scripts/make-fixture.js'
 import { shardOf } from '../../src/source/shard.js';
 import { lockKey } from '../../src/postgres/lock.js';
 import postgres from 'postgres';
-import type { TargetOptions } from '../../src/postgres/connection.js';
+import Database from 'better-sqlite3';
+import { createHash } from 'node:crypto';
+import type { Db, TargetOptions } from '../../src/postgres/connection.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-shard-'));
 const fixturePath = join(dir, 'memory.db');
@@ -141,6 +143,88 @@ describe('shards and filters', { concurrency: true }, () => {
         assert.equal(full.code, 0, full.stderr);
         assertSameTables(await dumpTables(t), reference, '--user run, then a full run');
       });
+
+      test('--shard K/N with --user processes only the users both select; every row of theirs is accounted for', async () => {
+        // The shard rule, computed here: sha256(user id), first 4 bytes big-endian, mod N.
+        // With N = 3: user_1, user_2 -> 2; user_3, user_4 -> 0; user_5 -> 1.
+        const byHand = (u: string) => createHash('sha256').update(u, 'utf8').digest().readUInt32BE(0) % 3;
+        const users = ['user_1', 'user_2', 'user_3', 'user_4', 'user_5'];
+        assert.deepEqual(users.map(byHand), [2, 2, 0, 0, 1]);
+        assert.deepEqual(users.map((u) => shardOf(u, 3)), [2, 2, 0, 0, 1]);
+
+        const t = await freshTarget(target);
+        // Rows as plain JSON (postgres.js hands back its own Result arrays).
+        const plain = (rows: Record<string, unknown>[]) => JSON.parse(JSON.stringify(rows));
+        const refRows = (table: 'memories' | 'duplicates' | 'skips', keep: string[]) =>
+          plain(reference[table].filter((row) => keep.includes(String(row['user_id']))));
+
+        // Shard 2/3 with user_2 (in it) and user_4 (in 0/3): user_2 only, all 30 of its rows.
+        const a = await runCli(migrateArgs(t, ['--shard', '2/3', '--user', 'user_2', '--user', 'user_4']), env());
+        assert.equal(a.code, 0, a.stderr);
+        const ra = parseJson(a);
+        assert.deepEqual(Object.keys(ra.users), ['user_2']);
+        assert.equal(ra.memories.read, 30);
+        assert.equal(ra.fragments.read, 0);
+        assert.equal(ra.memories.read, ra.memories.migrated + ra.memories.skipped + ra.memories.duplicates.total);
+        await withDb(t, async (db) => {
+          assert.deepEqual(await accountedIds(db), sourceIds(['user_2']));
+          const got = await dumpDb(db);
+          assert.deepEqual(plain(got.memories), refRows('memories', ['user_2']));
+          assert.deepEqual(plain(got.duplicates), refRows('duplicates', ['user_2']));
+          assert.deepEqual(plain(got.skips), refRows('skips', ['user_2']));
+          assert.equal(got.memories.length, ra.memories.migrated);
+        });
+
+        // Shard 1/3 holds only user_5: with --user user_2 nothing is selected, nothing written.
+        const none = await runCli(migrateArgs(t, ['--shard', '1/3', '--user', 'user_2']), env());
+        assert.equal(none.code, 0, none.stderr);
+        const rn = parseJson(none);
+        assert.deepEqual(rn.users, {});
+        assert.equal(rn.memories.read, 0);
+        assert.equal(rn.fragments.read, 0);
+
+        // Shard 0/3 with user_2, user_3, user_4: user_3 and user_4 (24 rows each) join user_2.
+        const b = await runCli(migrateArgs(t, ['--shard', '0/3', '--user', 'user_2', '--user', 'user_3', '--user', 'user_4']), env());
+        assert.equal(b.code, 0, b.stderr);
+        const rb = parseJson(b);
+        assert.deepEqual(Object.keys(rb.users).sort(), ['user_3', 'user_4']);
+        assert.equal(rb.memories.read, 48);
+        await withDb(t, async (db) => {
+          const three = ['user_2', 'user_3', 'user_4'];
+          assert.deepEqual(await accountedIds(db), sourceIds(three));
+          const got = await dumpDb(db);
+          assert.deepEqual(plain(got.memories), refRows('memories', three));
+          assert.deepEqual(plain(got.duplicates), refRows('duplicates', three));
+          assert.deepEqual(plain(got.skips), refRows('skips', three));
+          const perUser = await db.query<{ user_id: string; n: number }>(
+            `SELECT user_id, count(*) AS n FROM memories GROUP BY user_id ORDER BY user_id`,
+          );
+          assert.deepEqual(perUser.map((x) => x.user_id), three);
+        });
+
+        const full = await runCli(migrateArgs(t), env());
+        assert.equal(full.code, 0, full.stderr);
+        assertSameTables(await dumpTables(t), reference, '--shard with --user runs, then a full run');
+      });
     });
   }
 });
+
+/** Source ids of these users, read from the SQLite file itself, sorted. */
+function sourceIds(users: string[]): string[] {
+  const src = new Database(fixturePath, { readonly: true });
+  try {
+    const rows = src.prepare(`SELECT id FROM memories WHERE user_id IN (${users.map(() => '?').join(', ')})`).all(...users) as { id: string }[];
+    return rows.map((r) => r.id).sort();
+  } finally {
+    src.close();
+  }
+}
+
+/** Every source id the target accounts for: stored, recorded as a duplicate, or skipped; sorted, repeats kept. */
+async function accountedIds(db: Db): Promise<string[]> {
+  const rows = await db.query<{ id: string }>(
+    `SELECT id FROM memories UNION ALL SELECT duplicate_id FROM memory_duplicates UNION ALL SELECT source_id FROM migration_skips`,
+  );
+  return rows.map((r) => r.id).sort();
+}

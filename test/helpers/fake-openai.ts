@@ -5,7 +5,9 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { countTokens } from '../../src/embed/tokens.js';
+// Token counts come from the tokenizer's own cl100k_base encoding (what OpenAI's embedding
+// models use), not from src/embed/tokens.ts: the fake must not share the code under test.
+import { encode as encodeCl100k } from 'gpt-tokenizer/encoding/cl100k_base';
 
 export type Fault =
   | { status: 429; retryAfter?: string; retryAfterMs?: number; headers?: Record<string, string> }
@@ -97,6 +99,15 @@ export function float32ToBase64LE(v: Float32Array): string {
   const buf = Buffer.alloc(v.length * 4);
   for (let i = 0; i < v.length; i++) buf.writeFloatLE(v[i]!, i * 4);
   return buf.toString('base64');
+}
+
+/**
+ * Tokens in `text` as the embeddings endpoint counts them: cl100k_base, with text such as
+ * "<|endoftext|>" read as ordinary text (the API does not treat input as control tokens;
+ * gpt-tokenizer would throw on it by default).
+ */
+function cl100kTokens(text: string): number {
+  return encodeCl100k(text, { disallowedSpecial: new Set<string>() }).length;
 }
 
 function errorBody(message: string, type: string, code: string | null = null, param: string | null = null) {
@@ -203,7 +214,7 @@ export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<
     if (opts.poison !== undefined && inputs.some((s) => s.includes(opts.poison!))) {
       return reply(400, errorBody('Invalid input: contains forbidden content.', 'invalid_request_error', null, 'input'));
     }
-    const tokens = inputs.map((s) => countTokens(s));
+    const tokens = inputs.map((s) => cl100kTokens(s));
     const maxInputTokens = opts.maxInputTokens ?? 8192;
     if (tokens.some((t) => t > maxInputTokens)) {
       return reply(
