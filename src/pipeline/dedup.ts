@@ -6,13 +6,9 @@ import type { Db } from '../postgres/connection.js';
 import type { DuplicateRow } from '../postgres/writer.js';
 import { vectorToText } from '../postgres/vector-text.js';
 import { countDuplicate, recordDuplicate, userCounts } from './counts.js';
-import type { Existing } from './lookups.js';
-import type { PipelineOptions, PipelineResult, PreparedMemory, RunState } from './types.js';
+import { dedupKey } from './keys.js';
+import type { Existing, PipelineOptions, PipelineResult, PreparedMemory, RunState } from './types.js';
 
-/** A memory's dedup key: its user and dedup hash. */
-export function dedupKey(userId: string | null, dedupHash: string | null): string {
-  return `${userId}\u0000${dedupHash}`;
-}
 
 export interface ExactDedupResult {
   /** The memories to write: new, or stored and changed. */
@@ -210,41 +206,4 @@ export function jaccard(a: Set<string>, b: Set<string>): number {
   const [small, large] = a.size <= b.size ? [a, b] : [b, a];
   for (const w of small) if (large.has(w)) inter++;
   return inter / (a.size + b.size - inter);
-}
-
-/**
- * The first row id stored for each (user, dedup hash) in this run: a first load finds
- * duplicates of earlier batches here instead of asking the target. It holds one entry per
- * stored row for the whole run, and the peak memory of a long run grows with every entry,
- * so each is kept small: the 32 hash bytes as a one-byte string, under a map per user,
- * rather than a dedupKey string with 64 hex digits.
- */
-export class RunDedupKeys {
-  private readonly byUser = new Map<string, Map<string, string>>();
-
-  get(userId: string, dedupHash: string): string | undefined {
-    return this.byUser.get(userId)?.get(compactHash(dedupHash));
-  }
-
-  set(userId: string, dedupHash: string, id: string): void {
-    let owners = this.byUser.get(userId);
-    if (!owners) {
-      owners = new Map();
-      this.byUser.set(userId, owners);
-    }
-    owners.set(compactHash(dedupHash), id);
-  }
-}
-
-// A stored row is looked up and then recorded with the same hash: remember the last answer
-// rather than decode the hex twice per row.
-let lastHex = '';
-let lastCompact = '';
-
-function compactHash(hex: string): string {
-  if (hex !== lastHex) {
-    lastCompact = Buffer.from(hex, 'hex').toString('latin1');
-    lastHex = hex;
-  }
-  return lastCompact;
 }

@@ -3,18 +3,8 @@
 import type { Db } from '../postgres/connection.js';
 import { defaultFragments, type FragmentRow } from '../postgres/fragments.js';
 import type { MemoryRow } from '../postgres/writer.js';
-import { dedupKey } from './dedup.js';
-
-/** What the target holds for one id of a batch. */
-export interface Existing {
-  /** The stored memory's content hash; null when only a duplicate record has the id. */
-  contentHash: string | null;
-  sameMetadata: boolean;
-  duplicateOf: string | null;
-  /** The recorded original's stored user and dedup_hash (to tell a stale record). */
-  originalUser: string | null;
-  originalDedupHash: string | null;
-}
+import { dedupKey } from './keys.js';
+import type { Existing } from './types.js';
 
 /** True when memories and memory_duplicates hold no row (a first load into this target). */
 export async function targetIsEmpty(db: Db): Promise<boolean> {

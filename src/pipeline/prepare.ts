@@ -5,10 +5,11 @@ import type { BinaryCopyWriter } from '../postgres/copy-binary.js';
 import { addMemoryRow } from '../postgres/writer.js';
 import { classifyRows } from './classify.js';
 import { emptyResult } from './counts.js';
-import { dedupKey, exactDedup, fuzzyDedup, semanticDedup } from './dedup.js';
+import { exactDedup, fuzzyDedup, semanticDedup } from './dedup.js';
+import { dedupKey } from './keys.js';
 import { embedBatch } from './embed-step.js';
-import { lookupDedupOwners, lookupExisting, type Existing } from './lookups.js';
-import type { InflightKeys, PipelineOptions, PreparedBatch, PreparedMemory, RunState, SourceBatch } from './types.js';
+import { lookupDedupOwners, lookupExisting } from './lookups.js';
+import type { Existing, InflightKeys, PipelineOptions, PreparedBatch, PreparedMemory, RunState, SourceBatch } from './types.js';
 import { YIELD_EVERY_ROWS, yieldToIo } from './yield-to-io.js';
 
 export async function prepareBatch(opts: PipelineOptions, state: RunState, batch: SourceBatch): Promise<PreparedBatch> {

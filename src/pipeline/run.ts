@@ -6,7 +6,7 @@ import { memoryCopyWriter } from '../postgres/writer.js';
 import { createBtreeIndexes, dropMemoriesBtreeIndexes } from '../postgres/schema.js';
 import { commitBatch } from './commit.js';
 import { emptyResult } from './counts.js';
-import { RunDedupKeys } from './dedup.js';
+import { RunDedupKeys } from './keys.js';
 import { countMissingDefaults, ensureDefaultFragments } from './embed-step.js';
 import { targetIsEmpty } from './lookups.js';
 import { prepareBatch } from './prepare.js';

@@ -9,7 +9,7 @@ import type { SourceFilter, SourceRow } from '../source/types.js';
 import type { EmbeddingService } from '../embed/service.js';
 import type { EmbedInput } from '../embed/types.js';
 import type { MemoryCounts, SkippedRow } from '../report.js';
-import type { RunDedupKeys } from './dedup.js';
+import type { RunDedupKeys } from './keys.js';
 
 export interface DedupOptions {
   mode: 'exact' | 'fuzzy' | 'semantic';
@@ -150,4 +150,15 @@ export interface RunState {
   /** Two encoders: one batch's bytes are on their way to the server while the next is encoded. */
   writers: [BinaryCopyWriter, BinaryCopyWriter];
   batches: number;
+}
+
+/** What the target holds for one id of a batch. */
+export interface Existing {
+  /** The stored memory's content hash; null when only a duplicate record has the id. */
+  contentHash: string | null;
+  sameMetadata: boolean;
+  duplicateOf: string | null;
+  /** The recorded original's stored user and dedup_hash (to tell a stale record). */
+  originalUser: string | null;
+  originalDedupHash: string | null;
 }
