@@ -78,6 +78,50 @@ export function emptyMemoryCounts(): MemoryCounts {
   };
 }
 
+/** A migration report with nothing done yet. */
+export function emptyMigrationReport(o: {
+  dryRun: boolean;
+  sqlite: string;
+  sourceModel: string | null;
+  model: string;
+  dimensions: number;
+  target: string;
+}): MigrationReport {
+  const { model, dimensions, target } = o;
+  return {
+    ok: false,
+    command: 'migrate',
+    dryRun: o.dryRun,
+    source: { path: o.sqlite, sha256: null, layout: 'unknown', empty: false },
+    target,
+    runId: null,
+    memories: emptyMemoryCounts(),
+    fragments: { read: 0, migrated: 0, updated: 0, unchanged: 0, defaults: 0 },
+    embeddings: {
+      model,
+      dimensions,
+      sourceModel: o.sourceModel,
+      reused: 0,
+      cached: 0,
+      computed: 0,
+      requests: 0,
+      retries: 0,
+      tokens: 0,
+      truncated: 0,
+      rejected: 0,
+      invalidStored: 0,
+      estimatedCostUsd: 0,
+    },
+    users: {},
+    indexes: [],
+    backupSchema: null,
+    selftest: { ran: false, passed: false, checks: [] },
+    skippedRows: [],
+    timings: { loadMs: 0, indexMs: 0, selftestMs: 0 },
+    durationMs: 0,
+  };
+}
+
 /** Skipped rows kept in the report itself; the full list goes to --report files. */
 export const MAX_SKIPPED_IN_REPORT = 1000;
 
@@ -127,7 +171,7 @@ export function formatSummary(r: MigrationReport): string {
   }
   if (r.backupSchema) lines.push(`previous tables backed up in schema ${r.backupSchema}`);
   if (r.selftest.ran) {
-    for (const c of r.selftest.checks) lines.push(`${c.ok ? '✅' : '❌'} ${c.name}${c.detail ? ` — ${c.detail}` : ''}`);
+    for (const c of r.selftest.checks) lines.push(formatCheck(c));
   } else {
     lines.push('self-test skipped');
   }
@@ -135,6 +179,11 @@ export function formatSummary(r: MigrationReport): string {
   if (rejected > 0) lines.push(`inputs the embedding API rejected (stored without a vector): ${rejected}, see --reject-file and --report`);
   lines.push(`duration: ${(r.durationMs / 1000).toFixed(1)} s`);
   return lines.join('\n');
+}
+
+/** One self-test check as a line: ✅ or ❌, its name, and the detail if any. */
+export function formatCheck(c: SelftestCheck): string {
+  return `${c.ok ? '✅' : '❌'} ${c.name}${c.detail ? ` — ${c.detail}` : ''}`;
 }
 
 function secs(ms: number): string {

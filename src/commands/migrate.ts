@@ -1,393 +1,81 @@
-// `memory-migrate migrate`: SQLite memory file → Postgres/pgvector, then indexes, then the
-// self-test. Bad input is refused before anything is written; every batch commits with its
-// checkpoint; a re-run converges on the same tables.
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { openSource, type SourceFile } from '../source/reader.js';
-import type { SourceFilter } from '../source/types.js';
-import { installSchema, existingTables } from '../postgres/schema.js';
-import { buildVectorIndexes, INDEX_BUILD_STEPS } from '../postgres/indexes.js';
-import { acquireIndexLock, acquireRunLock, type RunLock } from '../postgres/lock.js';
-import { startRun, finishRun, unfinishedRun } from '../postgres/ledger.js';
-import { runPipeline, Interrupted, type DedupOptions } from '../pipeline/index.js';
-import { runSelftest } from '../selftest.js';
-import { estimateCostUsd } from '../embed/models.js';
-import { emptyMemoryCounts, formatSummary, MAX_SKIPPED_IN_REPORT, type MigrationReport, type SkippedRow } from '../report.js';
-import type { Db } from '../postgres/connection.js';
-import type { Output } from '../output.js';
-import { describeLoadError, errorMessage, oneLine } from '../errors.js';
-import { redact } from '../secrets.js';
+// `memory-migrate migrate`: the command (flags, help, the printed summary). The run itself is in
+// migrate-run.ts. `migrate --rollback` is an alias of `memory-migrate rollback`.
+import { Command, Option } from 'commander';
+import { DEFAULT_BUSY_TIMEOUT_MS } from '../source/sqlite-file.js';
+import { formatSummary, type MigrationReport } from '../report.js';
+import type { CliCommand } from './command.js';
+import { rollbackCommand } from './rollback.js';
+import { migrate, MIGRATE_DEFAULTS, type MigrateFlags } from './migrate-run.js';
 import {
-  buildProvider,
-  buildService,
-  describeTarget,
-  openTarget,
-  resolveTarget,
-  targetExists,
-  textEmbedder,
-  type EmbedderFlags,
-  type TargetFlags,
+  collect,
+  embedderOptions,
+  examples,
+  outputOptions,
+  parseFraction,
+  parsePositiveInt,
+  parseShard,
+  targetOptions,
 } from './shared.js';
-import { createProgress, createStepProgress } from '../progress.js';
-import { OpenAIProvider } from '../embed/openai-provider.js';
-import { verifyEmbeddingEndpoint } from '../embed/endpoint-check.js';
-import type { EmbeddingService } from '../embed/service.js';
-import type { EmbedInput } from '../embed/types.js';
 
-export interface MigrateFlags extends TargetFlags, EmbedderFlags {
-  sqlite: string;
-  sourceModel?: string;
-  forceRecreate?: boolean;
-  backup?: boolean;
-  skipTest?: boolean;
-  dryRun?: boolean;
-  limit?: number;
-  user?: string[];
-  shard?: { index: number; count: number };
-  dedup?: DedupOptions['mode'];
-  dedupThreshold?: number;
-  dedupSkip?: boolean;
-  batchSize?: number;
-  /** --busy-timeout: ms to wait for a writer's lock on the SQLite file. */
-  busyTimeout?: number;
-  json?: boolean;
-  report?: string;
-}
+export { migrate, EXIT_INTERRUPTED, MIGRATE_DEFAULTS, type MigrateFlags } from './migrate-run.js';
 
-/** Exit code of a run interrupted by SIGINT/SIGTERM. */
-export const EXIT_INTERRUPTED = 130;
-
-export async function migrate(flags: MigrateFlags, out: Output): Promise<{ report: MigrationReport; exitCode: number }> {
-  const started = Date.now();
-  const dryRun = flags.dryRun ?? false;
-  // Validate everything that can be validated before touching the target.
-  const provider = buildProvider(flags);
-  const source = openSource(flags.sqlite, flags.busyTimeout !== undefined ? { busyTimeoutMs: flags.busyTimeout } : {});
-  const target = resolveTarget(flags, out);
-  const report = emptyReport(flags, provider.model, provider.dimensions, describeTarget(target));
-  report.source.layout = source.info.layout;
-  report.source.empty = source.info.layout === 'empty';
-  if (report.source.empty) {
-    const tables = source.info.tables ?? [];
-    out.info(
-      tables.length === 0
-        ? 'SQLite database exists but is empty'
-        : `SQLite database exists but is empty: it has no memories table (tables found: ${tables.join(', ')})`,
+export const migrateCommand: CliCommand<MigrateFlags & { rollback?: boolean }, MigrationReport> = {
+  define() {
+    const cmd = new Command('migrate')
+      .description('migrate a SQLite memory file into PostgreSQL: schema, rows, embeddings, indexes, self-test')
+      .requiredOption('--sqlite <file>', 'the SQLite memory file, opened read-only, never changed (required, no default)');
+    embedderOptions(targetOptions(cmd))
+      .option(
+        '--source-model <name>',
+        'model that produced the vectors stored in SQLite; equal to --model = reuse them, no API calls (default: none, so stored vectors are not reused)',
+      )
+      .option('--force-recreate', 'move existing tables to a backup schema memory_backup_<UTC time>, then rebuild', false)
+      .option('--no-backup', 'with --force-recreate: really DROP the existing tables instead of backing them up (default: back up)')
+      .option('--skip-test', 'do not run the self-test after loading (CI)', false)
+      .option('--dry-run', 'read everything, write nothing; report counts, tokens, requests, cost and ETA', false)
+      .option('--limit <n>', 'process at most N source rows (default: every row)', parsePositiveInt('--limit'))
+      .addOption(new Option('--user <id>', 'only this user (repeatable)').argParser(collect).default([], 'every user'))
+      .option('--shard <K/N>', 'only users with hash(user_id) mod N = K, for N parallel workers (default: no sharding)', parseShard)
+      .addOption(
+        new Option('--dedup <mode>', 'duplicate detection: exact (always), fuzzy adds word-set Jaccard, semantic adds cosine similarity (pgvector)')
+          .choices(['exact', 'fuzzy', 'semantic'])
+          .default(MIGRATE_DEFAULTS.dedup),
+      )
+      .option('--dedup-threshold <x>', 'fuzzy: Jaccard threshold (default 0.9); semantic: cosine similarity (default 0.85)', parseFraction('--dedup-threshold'))
+      .option('--dedup-skip', 'fuzzy/semantic: do not store matches (default: store and record them)', false)
+      .option('--batch-size <n>', 'rows per committed batch', parsePositiveInt('--batch-size'), MIGRATE_DEFAULTS.batchSize)
+      .option('--reject-file <file>', 'JSON Lines file for inputs the embedding API refused (id, user, reason)', MIGRATE_DEFAULTS.rejectFile)
+      .option('--busy-timeout <ms>', 'ms to wait while another process holds a write lock on the SQLite file', parsePositiveInt('--busy-timeout', 0), DEFAULT_BUSY_TIMEOUT_MS)
+      .option('--report <file>', 'also write the full JSON report, with every skipped and rejected row, to this file (default: none)')
+      .option('--rollback', 'alias of `memory-migrate rollback`: instead of migrating, roll back to SQLite (writes to --sqlite)', false);
+    outputOptions(cmd);
+    return examples(
+      cmd,
+      'memory-migrate migrate --sqlite fixtures/espressobot_memory.db --embedder local',
+      'DATABASE_URL=postgres://app:***@db.internal:5432/agent memory-migrate migrate --sqlite memory.db \\\n' +
+        '      --model text-embedding-3-small --source-model text-embedding-3-small --skip-test --json',
     );
-  }
+  },
 
-  let db: Db | null = null;
-  let lock: RunLock | null = null;
-  let runId: number | null = null;
-  let phase: 'setup' | 'load' | 'finish' = 'setup';
-  // Every skipped row, for the --report file (the printed report keeps the first 1,000).
-  const allSkipped: SkippedRow[] = [];
-  const rejectStart = fileSize(flags.rejectFile);
-  const controller = new AbortController();
-  const onSignal = () => {
-    out.error('interrupt received: finishing the current batch, then stopping');
-    controller.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  try {
-    report.source.sha256 = source.sha256();
-    const filter: SourceFilter = {
-      ...(flags.user && flags.user.length > 0 ? { users: flags.user } : {}),
-      ...(flags.shard ? { shard: flags.shard } : {}),
-      ...(flags.limit !== undefined ? { limit: flags.limit } : {}),
-    };
-    const shardLabel = flags.shard ? `${flags.shard.index}/${flags.shard.count}` : null;
-    // Reading the whole table once finds most corruption before the target is touched.
-    const total = source.count(filter);
-    if (!dryRun && provider instanceof OpenAIProvider) {
-      // A bad key, base URL or model fails here, before anything is written.
-      await verifyEmbeddingEndpoint({
-        baseURL: provider.baseURL,
-        apiKey: process.env['OPENAI_API_KEY'] ?? '',
-        model: provider.model,
-        dimensions: provider.dimensions,
-        sendDimensions: provider.sendDimensions,
-      });
-    }
+  aliasFor: (flags) => (flags.rollback ? (rollbackCommand as CliCommand<MigrateFlags, unknown>) : undefined),
 
-    if (dryRun) {
-      // A dry run reads the target when it exists (to tell unchanged from new) and writes nothing.
-      // An existing but empty PGlite directory is not a database yet: opening it would initdb.
-      const pgliteEmpty = target.pgliteDir !== undefined && !existsSync(join(target.pgliteDir, 'PG_VERSION'));
-      if (targetExists(target) && !pgliteEmpty) {
-        db = await openTarget(target);
-        if ((await existingTables(db, ['memories'])).length === 0) {
-          await db.close();
-          db = null;
-        }
+  run: migrate,
+
+  render(report, out) {
+    if (report.dryRun) {
+      out.info('Dry run: nothing was written.');
+      for (const [user, c] of Object.entries(report.users)) {
+        out.info(`  ${user}: read ${c.read}, would insert ${c.migrated}, update ${c.updated}, unchanged ${c.unchanged}, duplicates ${c.duplicates}, skipped ${c.skipped}`);
       }
-    } else {
-      out.info(`Source: ${total} rows to read; opening the target and installing the schema`);
-      db = await openTarget(target);
-      lock = await acquireRunLock(db, shardLabel);
-      const install = await installSchema(db, {
-        dimensions: provider.dimensions,
-        forceRecreate: flags.forceRecreate,
-        backup: flags.backup !== false,
-        log: (l) => out.info(l),
-      });
-      report.backupSchema = install.backupSchema;
-      if (install.backupSchema) out.info(`Existing tables moved to backup schema ${install.backupSchema}`);
-      const previous = await unfinishedRun(db, report.source.sha256, shardLabel);
-      if (previous) {
-        out.info(`Resuming: run #${previous.id} ended ${previous.status} at source rowid ${previous.checkpoint_rowid ?? 0}; committed batches are kept`);
-      }
-      runId = await startRun(db, {
-        sourcePath: resolve(flags.sqlite),
-        sourceSha256: report.source.sha256,
-        options: ledgerOptions(flags),
-        shard: shardLabel,
-      });
-      report.runId = runId;
-    }
-
-    const service = buildService(provider, db, dryRun);
-    const progress = createProgress(out, { label: 'memories', total, service, provider: provider as { inflight?: number } });
-    phase = 'load';
-    const loadStarted = Date.now();
-    let result;
-    try {
-      result = await runPipeline({
-        source,
-        db,
-        embeddings: service,
-        model: provider.model,
-        dimensions: provider.dimensions,
-        sourceModel: flags.sourceModel ?? null,
-        filter,
-        dedup: { mode: flags.dedup ?? 'exact', threshold: flags.dedupThreshold, skipMatches: flags.dedupSkip },
-        batchSize: flags.batchSize ?? 1000,
-        dryRun,
-        runId,
-        signal: controller.signal,
-        onProgress: (p) => progress.update(p.done, p.memories),
-        onSkip: (row) => allSkipped.push(row),
-      });
-    } finally {
-      progress.stop();
-    }
-    report.timings.loadMs = Date.now() - loadStarted;
-    report.memories = result.memories;
-    report.fragments = result.fragments;
-    report.users = result.users;
-    report.skippedRows = result.skippedRows;
-    report.embeddings = { ...report.embeddings, ...service.stats, invalidStored: result.invalidStored };
-    phase = 'finish';
-
-    if (dryRun) {
-      report.preflight = await preflight(service, result.pendingEmbeds);
-    } else if (db) {
-      const indexStarted = Date.now();
-      const steps = createStepProgress(out, { label: 'indexes', total: INDEX_BUILD_STEPS });
-      // Concurrent shards would build the same index at the same time: one at a time.
-      const indexLock = await acquireIndexLock(db, () => out.info('waiting for another run to finish building the vector indexes'));
-      try {
-        report.indexes = await buildVectorIndexes(
-          db,
-          provider.dimensions,
-          (l) => steps.log(l),
-          (s) => (s.state === 'start' ? steps.start(s.name === 'ANALYZE' ? 'ANALYZE' : `building ${s.name}`) : steps.finish()),
+      const pf = report.preflight;
+      if (pf) {
+        out.info(
+          `Embedding preflight: ${pf.textsToEmbed} texts, ${pf.tokens} tokens, ${pf.requests} requests, ${pf.cached} cached, ` +
+            `estimated cost $${pf.estimatedCostUsd.toFixed(4)}, ETA ${pf.etaSeconds.toFixed(1)} s`,
         );
-      } finally {
-        steps.stop();
-        await indexLock.release().catch(() => {});
-      }
-      report.timings.indexMs = Date.now() - indexStarted;
-      if (!flags.skipTest) {
-        const testStarted = Date.now();
-        const st = await runSelftest(db, textEmbedder(service, provider));
-        report.selftest = { ran: true, ...st };
-        report.timings.selftestMs = Date.now() - testStarted;
-        report.embeddings = { ...report.embeddings, ...service.stats, invalidStored: result.invalidStored };
       }
     }
-    report.embeddings.estimatedCostUsd = estimateCostUsd(provider.model, report.embeddings.tokens) ?? 0;
-    report.ok = report.memories.errors === 0 && (!report.selftest.ran || report.selftest.passed);
-    report.durationMs = Date.now() - started;
-    if (db && runId !== null) await finishRun(db, runId, 'committed', countsOf(report));
-    return { report, exitCode: report.ok ? 0 : 1 };
-  } catch (caught) {
-    // Once rows are being written, a failure says what to fix and that a re-run resumes.
-    const err =
-      caught instanceof Interrupted || dryRun || !db || runId === null || (caught as { exitCode?: number }).exitCode
-        ? caught
-        : describeLoadError(caught, { loading: phase === 'load' });
-    report.ok = false;
-    report.durationMs = Date.now() - started;
-    report.error = redact(oneLine(errorMessage(err)));
-    if (db && runId !== null) {
-      const status = err instanceof Interrupted ? 'interrupted' : 'failed';
-      // Stopped mid-load, the report has no counts yet: the last checkpoint's are kept.
-      await finishRun(db, runId, status, phase === 'finish' ? countsOf(report) : {}, report.error).catch(() => {});
-    }
-    if (err instanceof Interrupted) {
-      out.error(
-        `Interrupted after source rowid ${err.lastRowid ?? 0}; every batch up to there is committed. ` +
-          `Run the same command again to resume.`,
-      );
-      return { report, exitCode: EXIT_INTERRUPTED };
-    }
-    // With --json the report (ok: false, error) is still the one object printed.
-    if (err !== null && typeof err === 'object') (err as { report?: MigrationReport }).report = report;
-    throw err;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    const rejected = readRejects(flags.rejectFile, rejectStart);
-    report.rejectedRows = rejected.slice(0, MAX_SKIPPED_IN_REPORT);
-    if (flags.report) {
-      try {
-        writeReportFile(flags.report, report, allSkipped, rejected);
-      } catch (e) {
-        out.error(`memory-migrate: cannot write the report to ${flags.report}: ${errorMessage(e)}`);
-      }
-    }
-    await lock?.release().catch(() => {});
-    await db?.close().catch(() => {});
-    source.close();
-  }
-}
-
-/**
- * Sums the service's preflight over the embedding calls the real run would make. A text
- * already planned in an earlier call would be a cache hit by then, so it is counted as cached.
- */
-async function preflight(service: EmbeddingService, groups: EmbedInput[][]): Promise<NonNullable<MigrationReport['preflight']>> {
-  const seen = new Set<string>();
-  const total = { textsToEmbed: 0, tokens: 0, requests: 0, cached: 0, estimatedCostUsd: 0, etaSeconds: 0 };
-  for (const group of groups) {
-    const fresh = group.filter((g) => !seen.has(service.keyFor(g.text)));
-    total.cached += group.length - fresh.length;
-    const pf = await service.preflight(fresh);
-    for (const g of fresh) seen.add(service.keyFor(g.text));
-    total.textsToEmbed += pf.texts;
-    total.tokens += pf.tokens;
-    total.requests += pf.requests;
-    total.cached += pf.cached;
-    total.estimatedCostUsd += pf.estimatedCostUsd;
-    total.etaSeconds += pf.etaSeconds;
-  }
-  return total;
-}
-
-function fileSize(path: string | undefined): number {
-  if (!path) return 0;
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
-}
-
-/** Rows this run appended to the reject file (JSON Lines: id, user, reason). */
-function readRejects(path: string | undefined, from: number): SkippedRow[] {
-  if (!path || fileSize(path) <= from) return [];
-  const text = readFileSync(path).subarray(from).toString('utf8');
-  const rows: SkippedRow[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      const r = JSON.parse(line) as Partial<SkippedRow>;
-      rows.push({ id: String(r.id ?? ''), user: r.user ?? null, reason: String(r.reason ?? '') });
-    } catch {
-      /* a line another process was writing: skip it */
-    }
-  }
-  return rows;
-}
-
-/** The full report: every skipped row and every input the embedding API rejected, redacted. */
-function writeReportFile(path: string, report: MigrationReport, skipped: SkippedRow[], rejected: SkippedRow[]): void {
-  const full: MigrationReport = {
-    ...report,
-    skippedRows: skipped.length >= report.skippedRows.length ? skipped : report.skippedRows,
-    rejectedRows: rejected,
-  };
-  writeFileSync(path, redact(JSON.stringify(full, null, 2)) + '\n');
-}
-
-function countsOf(r: MigrationReport) {
-  return { memories: r.memories, fragments: r.fragments, embeddings: r.embeddings };
-}
-
-/** Options as recorded in the ledger: no URLs, no keys. */
-function ledgerOptions(f: MigrateFlags): Record<string, unknown> {
-  return {
-    embedder: f.embedder ?? 'openai',
-    model: f.model ?? null,
-    dimensions: f.dimensions ?? null,
-    sourceModel: f.sourceModel ?? null,
-    limit: f.limit ?? null,
-    users: f.user ?? [],
-    shard: f.shard ? `${f.shard.index}/${f.shard.count}` : null,
-    dedup: f.dedup ?? 'exact',
-    dedupThreshold: f.dedupThreshold ?? null,
-    dedupSkip: f.dedupSkip ?? false,
-    batchSize: f.batchSize ?? 1000,
-    forceRecreate: f.forceRecreate ?? false,
-  };
-}
-
-function emptyReport(flags: MigrateFlags, model: string, dimensions: number, target: string): MigrationReport {
-  return {
-    ok: false,
-    command: 'migrate',
-    dryRun: flags.dryRun ?? false,
-    source: { path: flags.sqlite, sha256: null, layout: 'unknown', empty: false },
-    target,
-    runId: null,
-    memories: emptyMemoryCounts(),
-    fragments: { read: 0, migrated: 0, updated: 0, unchanged: 0, defaults: 0 },
-    embeddings: {
-      model,
-      dimensions,
-      sourceModel: flags.sourceModel ?? null,
-      reused: 0,
-      cached: 0,
-      computed: 0,
-      requests: 0,
-      retries: 0,
-      tokens: 0,
-      truncated: 0,
-      rejected: 0,
-      invalidStored: 0,
-      estimatedCostUsd: 0,
-    },
-    users: {},
-    indexes: [],
-    backupSchema: null,
-    selftest: { ran: false, passed: false, checks: [] },
-    skippedRows: [],
-    timings: { loadMs: 0, indexMs: 0, selftestMs: 0 },
-    durationMs: 0,
-  };
-}
-
-export function printMigrateReport(report: MigrationReport, out: Output): void {
-  if (out.json) {
-    out.result(report);
-    return;
-  }
-  if (report.dryRun) {
-    out.info('Dry run: nothing was written.');
-    const users = Object.entries(report.users);
-    for (const [user, c] of users) {
-      out.info(`  ${user}: read ${c.read}, would insert ${c.migrated}, update ${c.updated}, unchanged ${c.unchanged}, duplicates ${c.duplicates}, skipped ${c.skipped}`);
-    }
-    const pf = report.preflight;
-    if (pf) {
-      out.info(
-        `Embedding preflight: ${pf.textsToEmbed} texts, ${pf.tokens} tokens, ${pf.requests} requests, ${pf.cached} cached, ` +
-          `estimated cost $${pf.estimatedCostUsd.toFixed(4)}, ETA ${pf.etaSeconds.toFixed(1)} s`,
-      );
-    }
-  }
-  out.info(formatSummary(report));
-  out.info(report.ok ? '🎉 Migration completed successfully!' : '❌ Migration finished with problems (see above).');
-}
+    out.info(formatSummary(report));
+    out.info(report.ok ? '🎉 Migration completed successfully!' : '❌ Migration finished with problems (see above).');
+  },
+};

@@ -1,4 +1,4 @@
-// `memory-migrate rollback` (also `migrate --rollback`): the way back to SQLite with nothing
+// `memory-migrate rollback` (`migrate --rollback` is an alias): the way back to SQLite with nothing
 // lost. The SQLite file is copied to <file>.bak-<UTC time> first; then every memory that is in
 // Postgres but not in the file, or that changed in Postgres after the cutover, is written
 // back in the file's own layout (embedding as JSON array text, metadata as JSON text,
@@ -6,16 +6,18 @@
 // they stay byte-identical. Postgres is only read. Then the app switches with
 // `export MEMORY_TYPE=sqlite`.
 import { copyFileSync, existsSync, statSync, constants as fsConstants } from 'node:fs';
+import { Command } from 'commander';
 import { openSource } from '../source/reader.js';
 import { SqliteWriteBack, type StoredMemory } from '../source/write-back.js';
 import type { TimestampFormat } from '../source/timestamp-format.js';
 import { parseVectorText } from '../postgres/vector-text.js';
 import { tableDimensions } from '../postgres/schema.js';
-import type { Db } from '../postgres/connection.js';
+import { lastCommittedRun } from '../postgres/ledger.js';
 import type { Output } from '../output.js';
 import { UsageError } from '../errors.js';
-import { describeTarget, openTarget, resolveTarget, targetExists, type TargetFlags } from './shared.js';
-import { lastCommittedRun } from './verify.js';
+import type { CliCommand } from './command.js';
+import { describeTarget, examples, openTarget, outputOptions, resolveTarget, targetExists, targetOptions, type TargetFlags } from './shared.js';
+import { idsWithStoredMetadata } from '../postgres/stored-metadata.js';
 
 export const SWITCH_TO_SQLITE = 'export MEMORY_TYPE=sqlite';
 const PAGE = 1000;
@@ -81,7 +83,20 @@ export function backupName(file: string, now = new Date()): string {
   return name;
 }
 
-export async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: RollbackReport; exitCode: number }> {
+export const rollbackCommand: CliCommand<RollbackFlags, RollbackReport> = {
+  define() {
+    const cmd = new Command('rollback')
+      .description('write memories added or changed in Postgres back into the SQLite file (after a backup copy), for MEMORY_TYPE=sqlite')
+      .requiredOption('--sqlite <file>', 'the SQLite memory file to write back into, copied to <file>.bak-<UTC time> first (required, no default)');
+    targetOptions(cmd).option('--dry-run', 'list what would be written back; write nothing, make no backup', false);
+    outputOptions(cmd);
+    return examples(cmd, 'memory-migrate rollback --sqlite memory.db --dry-run', `memory-migrate rollback --sqlite memory.db && ${SWITCH_TO_SQLITE}`);
+  },
+  run: rollback,
+  render: renderRollbackReport,
+};
+
+async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: RollbackReport; exitCode: number }> {
   const started = Date.now();
   const dryRun = flags.dryRun ?? false;
   const path = flags.sqlite;
@@ -155,7 +170,12 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
 
       const plan: { pg: PgRow; existing: StoredMemory | null; row: RollbackRow }[] = [];
       const existingRows = page.map((pg) => lite!.find(pg.id));
-      const sameMetadata = await metadataUnchanged(db, page, existingRows);
+      // Unchanged metadata (compared as jsonb, so no number is rounded) stays in the file as its
+      // original text.
+      const sameMetadata = await idsWithStoredMetadata(
+        db,
+        page.flatMap((pg, i) => (existingRows[i] ? [{ id: pg.id, md: existingRows[i]!.metadataJson }] : [])),
+      );
       for (const [i, pg] of page.entries()) {
         const existing = existingRows[i]!;
         if (!existing) {
@@ -256,27 +276,7 @@ export async function rollback(flags: RollbackFlags, out: Output): Promise<{ rep
   return { report, exitCode: 0 };
 }
 
-/**
- * Ids whose stored metadata is what the migration makes of the file's metadata text, compared
- * by PostgreSQL itself (jsonb equality), so no number is rounded on the way. Unchanged metadata
- * is left in the file as its original text.
- */
-async function metadataUnchanged(db: Db, page: PgRow[], existing: (StoredMemory | null)[]): Promise<Set<string>> {
-  const pairs = page.flatMap((pg, i) => (existing[i] ? [{ id: pg.id, md: existing[i]!.metadataJson }] : []));
-  if (pairs.length === 0) return new Set();
-  const same = await db.query<{ id: string }>(
-    `SELECT x.id FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text)
-       JOIN memories m ON m.id = x.id WHERE m.metadata = x.md::jsonb`,
-    [JSON.stringify(pairs)],
-  );
-  return new Set(same.map((r) => r.id));
-}
-
-export function printRollbackReport(r: RollbackReport, out: Output): void {
-  if (out.json) {
-    out.result(r);
-    return;
-  }
+function renderRollbackReport(r: RollbackReport, out: Output): void {
   const verb = r.dryRun ? 'would write back' : 'wrote back';
   for (const row of r.rows.slice(0, 50)) {
     out.info(`  ${r.dryRun ? 'would ' : ''}${row.action} ${row.id} (${row.user})${row.action === 'update' ? `: ${row.changes.join(', ')}` : ''}`);

@@ -3,23 +3,32 @@
 // and the search is logged to memory_analytics like any other) and prints the best memories
 // with their cosine similarity. Without embedder flags it uses the embedder the last
 // committed migration recorded, so the query is embedded with the model of the stored vectors.
+import { Command, Option } from 'commander';
 import { PostgresMemoryStore } from '../store/postgres-store.js';
 import type { SearchHit } from '../store/types.js';
-import type { Output } from '../output.js';
 import { UsageError } from '../errors.js';
 import { tableDimensions } from '../postgres/schema.js';
+import { lastCommittedRun } from '../postgres/ledger.js';
+import type { CliCommand } from './command.js';
 import {
   buildProvider,
   buildService,
   describeTarget,
+  embedderFromRun,
+  examples,
   openTarget,
+  outputOptions,
+  parsePositiveInt,
   resolveTarget,
   targetExists,
+  targetOptions,
   textEmbedder,
   type EmbedderFlags,
   type TargetFlags,
 } from './shared.js';
-import { embedderFromRun, lastCommittedRun } from './verify.js';
+
+/** Memories listed without --limit. */
+export const DEFAULT_SEARCH_LIMIT = 5;
 
 export interface SearchFlags extends TargetFlags, EmbedderFlags {
   query: string;
@@ -39,59 +48,73 @@ export interface SearchReport {
   hits: { rank: number; id: string; similarity: number; content: string; metadata: Record<string, unknown>; createdAt: string }[];
 }
 
-export async function search(flags: SearchFlags, out: Output): Promise<{ report: SearchReport; exitCode: number }> {
-  if (flags.query.trim() === '') throw new UsageError('the search query is empty: pass the text to search for');
-  if (flags.user.trim() === '') throw new UsageError('--user is empty: pass the user id whose memories to search');
-  const target = resolveTarget(flags, out);
-  if (!targetExists(target)) {
-    throw new UsageError(`${describeTarget(target)} does not exist: run memory-migrate migrate first, or pass the --pglite-dir / --database-url it used`);
-  }
-  const db = await openTarget(target);
-  try {
-    if ((await tableDimensions(db, 'memories')) === null) {
-      throw new UsageError(`${describeTarget(target)} has no memories table: run memory-migrate migrate first`);
-    }
-    const emb = embedderFromRun(flags, await lastCommittedRun(db));
-    const provider = buildProvider({ ...flags, embedder: emb.embedder, model: emb.model, dimensions: emb.dimensions });
-    if (emb.fromLedger) out.info(`Embedding the query with ${provider.model} (${provider.dimensions} dimensions), as the migration did`);
-    const store = await PostgresMemoryStore.open(db, textEmbedder(buildService(provider, db, false), provider));
-    const hits: SearchHit[] = await store.search(flags.query, flags.user, flags.limit ?? 5);
-    const report: SearchReport = {
-      ok: true,
-      command: 'search',
-      target: describeTarget(target),
-      query: flags.query,
-      user: flags.user,
-      model: provider.model,
-      dimensions: provider.dimensions,
-      hits: hits.map((h, i) => ({
-        rank: i + 1,
-        id: h.id,
-        similarity: h.similarity,
-        content: h.content,
-        metadata: h.metadata,
-        createdAt: h.createdAt.toISOString(),
-      })),
-    };
-    return { report, exitCode: 0 };
-  } finally {
-    await db.close();
-  }
-}
+export const searchCommand: CliCommand<SearchFlags, SearchReport> = {
+  define() {
+    const cmd = new Command('search')
+      .description("spot-check: a user's best memories for a query, with cosine similarity")
+      .argument('<query>', 'text to search for')
+      .requiredOption('--user <id>', 'whose memories to search (required, no default)');
+    targetOptions(cmd)
+      .option('--limit <k>', `how many memories (default ${DEFAULT_SEARCH_LIMIT})`, parsePositiveInt('--limit'))
+      .addOption(new Option('--embedder <kind>', 'embedder for the query (default: the one the migration recorded)').choices(['openai', 'local']))
+      .option('--model <name>', 'embedding model (default: the one the migration recorded)')
+      .option('--dimensions <n>', "vector width (default: the model's own)", parsePositiveInt('--dimensions'));
+    outputOptions(cmd);
+    return examples(cmd, 'memory-migrate search "oat milk flat white" --user user_1 --limit 3');
+  },
 
-export function printSearchReport(r: SearchReport, out: Output): void {
-  if (out.json) {
-    out.result(r);
-    return;
-  }
-  if (r.hits.length === 0) {
-    out.info(`No memories for user ${r.user} in ${r.target}.`);
-    return;
-  }
-  out.info(`Top ${r.hits.length} memories of ${r.user} for ${JSON.stringify(r.query)} (${r.model}):`);
-  for (const h of r.hits) {
-    const one = h.content.replace(/\s+/g, ' ').trim();
-    const text = one.length > 160 ? `${one.slice(0, 160)}…` : one;
-    out.info(`${String(h.rank).padStart(3)}. ${h.similarity.toFixed(4)}  ${h.id}  ${h.createdAt.slice(0, 10)}  ${text}`);
-  }
-}
+  flags: (opts, [query]) => ({ ...(opts as Omit<SearchFlags, 'query'>), query: query as string }),
+
+  async run(flags, out) {
+    if (flags.query.trim() === '') throw new UsageError('the search query is empty: pass the text to search for');
+    if (flags.user.trim() === '') throw new UsageError('--user is empty: pass the user id whose memories to search');
+    const target = resolveTarget(flags, out);
+    if (!targetExists(target)) {
+      throw new UsageError(`${describeTarget(target)} does not exist: run memory-migrate migrate first, or pass the --pglite-dir / --database-url it used`);
+    }
+    const db = await openTarget(target);
+    try {
+      if ((await tableDimensions(db, 'memories')) === null) {
+        throw new UsageError(`${describeTarget(target)} has no memories table: run memory-migrate migrate first`);
+      }
+      const emb = embedderFromRun(flags, await lastCommittedRun(db));
+      const provider = buildProvider({ ...flags, embedder: emb.embedder, model: emb.model, dimensions: emb.dimensions });
+      if (emb.fromLedger) out.info(`Embedding the query with ${provider.model} (${provider.dimensions} dimensions), as the migration did`);
+      const store = await PostgresMemoryStore.open(db, textEmbedder(buildService(provider, db, false), provider));
+      const hits: SearchHit[] = await store.search(flags.query, flags.user, flags.limit ?? DEFAULT_SEARCH_LIMIT);
+      const report: SearchReport = {
+        ok: true,
+        command: 'search',
+        target: describeTarget(target),
+        query: flags.query,
+        user: flags.user,
+        model: provider.model,
+        dimensions: provider.dimensions,
+        hits: hits.map((h, i) => ({
+          rank: i + 1,
+          id: h.id,
+          similarity: h.similarity,
+          content: h.content,
+          metadata: h.metadata,
+          createdAt: h.createdAt.toISOString(),
+        })),
+      };
+      return { report, exitCode: 0 };
+    } finally {
+      await db.close();
+    }
+  },
+
+  render(r, out) {
+    if (r.hits.length === 0) {
+      out.info(`No memories for user ${r.user} in ${r.target}.`);
+      return;
+    }
+    out.info(`Top ${r.hits.length} memories of ${r.user} for ${JSON.stringify(r.query)} (${r.model}):`);
+    for (const h of r.hits) {
+      const one = h.content.replace(/\s+/g, ' ').trim();
+      const text = one.length > 160 ? `${one.slice(0, 160)}…` : one;
+      out.info(`${String(h.rank).padStart(3)}. ${h.similarity.toFixed(4)}  ${h.id}  ${h.createdAt.slice(0, 10)}  ${text}`);
+    }
+  },
+};

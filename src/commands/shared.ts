@@ -1,6 +1,8 @@
-// Pieces every command needs: which target to open, which embedder to build, and the
-// option parsing that turns flag strings into checked values (bad values are exit 2).
+// Pieces every command needs: the option groups several commands share (target, embedder,
+// output), which target to open, which embedder to build, and the option parsing that turns
+// flag strings into checked values (bad values are exit 2).
 import { existsSync } from 'node:fs';
+import { Option, type Command } from 'commander';
 import { DEFAULT_PGLITE_DIR, describeTarget, openDb, type Db, type TargetOptions } from '../postgres/connection.js';
 import { registerSecret, registerUrlSecrets } from '../secrets.js';
 import { UsageError } from '../errors.js';
@@ -11,6 +13,10 @@ import { EmbeddingCache } from '../embed/cache.js';
 import { emptyEmbedStats, type EmbeddingProvider } from '../embed/types.js';
 import type { TextEmbedder } from '../store/types.js';
 import { RunError } from '../errors.js';
+import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL } from '../embed/models.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES } from '../embed/openai-provider.js';
+import { DEFAULT_MAX_INPUTS, DEFAULT_MAX_TOKENS } from '../embed/batching.js';
+import type { LedgerRun } from '../postgres/ledger.js';
 
 export interface TargetFlags {
   databaseUrl?: string;
@@ -29,6 +35,55 @@ export interface EmbedderFlags {
   maxBatchTokens?: number;
   rejectFile?: string;
 }
+
+export interface OutputFlags {
+  json?: boolean;
+  quiet?: boolean;
+}
+
+// ---------------------------------------------------------------- option groups
+
+/** Where the target is: --database-url, --pglite-dir, --connect-timeout. */
+export function targetOptions(cmd: Command): Command {
+  return cmd
+    .option('--database-url <url>', 'PostgreSQL connection URL (default: $DATABASE_URL; neither = embedded PGlite)')
+    .option('--pglite-dir <dir>', 'data directory of the embedded PGlite database', DEFAULT_PGLITE_DIR)
+    .option('--connect-timeout <s>', 'seconds to wait for a PostgreSQL server to answer', parsePositiveInt('--connect-timeout'), 10);
+}
+
+/** Which embedder to build and how hard to drive it (migrate, selftest). */
+export function embedderOptions(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option(
+        '--embedder <kind>',
+        `openai = any OpenAI-compatible API ($OPENAI_API_KEY, $OPENAI_BASE_URL); local = offline ${LOCAL_EMBEDDING_MODEL}, ` +
+          'a deterministic hashing embedder that is LEXICAL, NOT SEMANTIC (for trials without a key)',
+      )
+        .choices(['openai', 'local'])
+        .default('openai'),
+    )
+    .option('--model <name>', `embedding model (default: ${DEFAULT_OPENAI_MODEL} for openai, ${LOCAL_EMBEDDING_MODEL} for local)`)
+    .option('--dimensions <n>', 'vector width (default: the model\'s own; text-embedding-3-* accept fewer)', parsePositiveInt('--dimensions'))
+    .option('--concurrency <n>', 'embedding requests in flight', parsePositiveInt('--concurrency'), DEFAULT_CONCURRENCY)
+    .option('--max-retries <n>', 'retries per embedding request on 408/409/429/5xx', parsePositiveInt('--max-retries', 0), DEFAULT_MAX_RETRIES)
+    .option('--max-batch-inputs <n>', 'inputs per embedding request', parsePositiveInt('--max-batch-inputs'), DEFAULT_MAX_INPUTS)
+    .option('--max-batch-tokens <n>', 'tokens per embedding request', parsePositiveInt('--max-batch-tokens'), DEFAULT_MAX_TOKENS);
+}
+
+/** --json and --quiet: every command has them, last in its list. */
+export function outputOptions(cmd: Command): Command {
+  return cmd
+    .option('--json', 'print exactly one JSON object on stdout; logs go to stderr', false)
+    .option('--quiet', 'print errors only', false);
+}
+
+/** The help examples, after the options. */
+export function examples(cmd: Command, ...lines: string[]): Command {
+  return cmd.addHelpText('after', `\nExample${lines.length > 1 ? 's' : ''}:\n${lines.map((l) => `  ${l}`).join('\n')}`);
+}
+
+// ---------------------------------------------------------------- target and embedder
 
 export function resolveTarget(flags: TargetFlags, out: Output): TargetOptions {
   const url = flags.databaseUrl ?? process.env['DATABASE_URL'];
@@ -71,6 +126,24 @@ export function buildProvider(flags: EmbedderFlags): EmbeddingProvider {
     maxTokens: flags.maxBatchTokens,
     rejectFile: flags.rejectFile,
   });
+}
+
+/** Embedder flags as given, else as the last committed run recorded them. */
+export function embedderFromRun(
+  flags: { embedder?: string; model?: string; dimensions?: number },
+  run: LedgerRun | null,
+): { embedder: string; model: string | undefined; dimensions: number | undefined; fromLedger: boolean } {
+  if (flags.embedder !== undefined || flags.model !== undefined || !run) {
+    const embedder = flags.embedder ?? (flags.model === LOCAL_EMBEDDING_MODEL ? 'local' : 'openai');
+    return { embedder, model: flags.model, dimensions: flags.dimensions, fromLedger: false };
+  }
+  const o = run.options;
+  return {
+    embedder: typeof o['embedder'] === 'string' ? (o['embedder'] as string) : 'openai',
+    model: typeof o['model'] === 'string' ? (o['model'] as string) : undefined,
+    dimensions: flags.dimensions ?? (typeof o['dimensions'] === 'number' ? (o['dimensions'] as number) : undefined),
+    fromLedger: true,
+  };
 }
 
 export function buildService(provider: EmbeddingProvider, db: Db | null, dryRun: boolean): EmbeddingService {

@@ -120,6 +120,28 @@ export async function unfinishedRun(db: Db, sourceSha256: string, shard: string 
   return last && last.status !== 'committed' ? last : null;
 }
 
+/** What verify, search and rollback read of a committed run. */
+export interface LedgerRun {
+  id: number;
+  source_sha256: string;
+  options: Record<string, unknown>;
+}
+
+/** The last committed migration run, preferring one of this source file. */
+export async function lastCommittedRun(db: Db, sourceSha256?: string): Promise<LedgerRun | null> {
+  const has = await db.query(`SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relname = 'migration_runs'`);
+  if (has.length === 0) return null;
+  const rows = await db.query<{ id: number; source_sha256: string; options: string }>(
+    `SELECT id, source_sha256, options::text AS options FROM migration_runs WHERE status = 'committed'
+      ORDER BY (source_sha256 = $1) DESC, id DESC LIMIT 1`,
+    [sourceSha256 ?? ''],
+  );
+  const r = rows[0];
+  if (!r) return null;
+  return { id: Number(r.id), source_sha256: String(r.source_sha256).trim(), options: JSON.parse(r.options) };
+}
+
 export async function listRuns(db: Db, limit = 50): Promise<RunRow[]> {
   return db.query<RunRow>(`SELECT * FROM migration_runs ORDER BY id DESC LIMIT $1`, [limit]);
 }

@@ -12,7 +12,8 @@ import { startFakeOpenAI } from '../helpers/fake-openai.js';
 import { makeFixture, type FixtureSummary } from '../../scripts/make-fixture.js';
 import { withDb, type TargetOptions } from '../../src/postgres/connection.js';
 import { openSource } from '../../src/source/reader.js';
-import { findProbes, seededSample } from '../../src/commands/verify.js';
+import { seededSample } from '../../src/verify/sample.js';
+import { findProbes } from '../../src/verify/recall.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-verify-'));
 const fixturePath = join(dir, 'memory.db');

@@ -1,0 +1,291 @@
+// The work of `memory-migrate migrate` (src/commands/migrate.ts is the command): SQLite memory
+// file → Postgres/pgvector, then indexes, then the self-test. Bad input is refused before
+// anything is written; every batch commits with its checkpoint; a re-run converges on the
+// same tables. Also the library's migrate() (src/index.ts).
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { openSource } from '../source/reader.js';
+import type { SourceFilter } from '../source/types.js';
+import { installSchema, existingTables } from '../postgres/schema.js';
+import { buildVectorIndexes, INDEX_BUILD_STEPS } from '../postgres/indexes.js';
+import { acquireIndexLock, acquireRunLock, type RunLock } from '../postgres/lock.js';
+import { startRun, finishRun, unfinishedRun } from '../postgres/ledger.js';
+import { runPipeline, Interrupted, type DedupOptions } from '../pipeline/index.js';
+import { runSelftest } from '../selftest.js';
+import { estimateCostUsd } from '../embed/models.js';
+import { emptyMigrationReport, MAX_SKIPPED_IN_REPORT, type MigrationReport, type SkippedRow } from '../report.js';
+import type { Db } from '../postgres/connection.js';
+import type { Output } from '../output.js';
+import { describeLoadError, errorMessage, oneLine } from '../errors.js';
+import { redact } from '../secrets.js';
+import { fileSize, preflight, readRejects, writeReportFile } from './migrate-steps.js';
+import {
+  buildProvider,
+  buildService,
+  describeTarget,
+  openTarget,
+  resolveTarget,
+  targetExists,
+  textEmbedder,
+  type EmbedderFlags,
+  type TargetFlags,
+} from './shared.js';
+import { createProgress, createStepProgress } from '../progress.js';
+import { OpenAIProvider } from '../embed/openai-provider.js';
+import { verifyEmbeddingEndpoint } from '../embed/endpoint-check.js';
+
+export interface MigrateFlags extends TargetFlags, EmbedderFlags {
+  sqlite: string;
+  sourceModel?: string;
+  forceRecreate?: boolean;
+  backup?: boolean;
+  skipTest?: boolean;
+  dryRun?: boolean;
+  limit?: number;
+  user?: string[];
+  shard?: { index: number; count: number };
+  dedup?: DedupOptions['mode'];
+  dedupThreshold?: number;
+  dedupSkip?: boolean;
+  batchSize?: number;
+  /** --busy-timeout: ms to wait for a writer's lock on the SQLite file. */
+  busyTimeout?: number;
+  json?: boolean;
+  report?: string;
+}
+
+/** Defaults of migrate's flags (the CLI shows them in --help; a library caller gets them too). */
+export const MIGRATE_DEFAULTS = {
+  batchSize: 1000,
+  dedup: 'exact',
+  rejectFile: 'memory-migrate-rejects.jsonl',
+} as const;
+
+/** Exit code of a run interrupted by SIGINT/SIGTERM. */
+export const EXIT_INTERRUPTED = 130;
+
+export async function migrate(flags: MigrateFlags, out: Output): Promise<{ report: MigrationReport; exitCode: number }> {
+  const started = Date.now();
+  const dryRun = flags.dryRun ?? false;
+  // Validate everything that can be validated before touching the target.
+  const provider = buildProvider(flags);
+  const source = openSource(flags.sqlite, flags.busyTimeout !== undefined ? { busyTimeoutMs: flags.busyTimeout } : {});
+  const target = resolveTarget(flags, out);
+  const report = emptyMigrationReport({
+    dryRun,
+    sqlite: flags.sqlite,
+    sourceModel: flags.sourceModel ?? null,
+    model: provider.model,
+    dimensions: provider.dimensions,
+    target: describeTarget(target),
+  });
+  report.source.layout = source.info.layout;
+  report.source.empty = source.info.layout === 'empty';
+  if (report.source.empty) {
+    const tables = source.info.tables ?? [];
+    out.info(
+      tables.length === 0
+        ? 'SQLite database exists but is empty'
+        : `SQLite database exists but is empty: it has no memories table (tables found: ${tables.join(', ')})`,
+    );
+  }
+
+  let db: Db | null = null;
+  let lock: RunLock | null = null;
+  let runId: number | null = null;
+  let phase: 'setup' | 'load' | 'finish' = 'setup';
+  // Every skipped row, for the --report file (the printed report keeps the first 1,000).
+  const allSkipped: SkippedRow[] = [];
+  const rejectStart = fileSize(flags.rejectFile);
+  const controller = new AbortController();
+  const onSignal = () => {
+    out.error('interrupt received: finishing the current batch, then stopping');
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    report.source.sha256 = source.sha256();
+    const filter: SourceFilter = {
+      ...(flags.user && flags.user.length > 0 ? { users: flags.user } : {}),
+      ...(flags.shard ? { shard: flags.shard } : {}),
+      ...(flags.limit !== undefined ? { limit: flags.limit } : {}),
+    };
+    const shardLabel = flags.shard ? `${flags.shard.index}/${flags.shard.count}` : null;
+    // Reading the whole table once finds most corruption before the target is touched.
+    const total = source.count(filter);
+    if (!dryRun && provider instanceof OpenAIProvider) {
+      // A bad key, base URL or model fails here, before anything is written.
+      await verifyEmbeddingEndpoint({
+        baseURL: provider.baseURL,
+        apiKey: process.env['OPENAI_API_KEY'] ?? '',
+        model: provider.model,
+        dimensions: provider.dimensions,
+        sendDimensions: provider.sendDimensions,
+      });
+    }
+
+    if (dryRun) {
+      // A dry run reads the target when it exists (to tell unchanged from new) and writes nothing.
+      // An existing but empty PGlite directory is not a database yet: opening it would initdb.
+      const pgliteEmpty = target.pgliteDir !== undefined && !existsSync(join(target.pgliteDir, 'PG_VERSION'));
+      if (targetExists(target) && !pgliteEmpty) {
+        db = await openTarget(target);
+        if ((await existingTables(db, ['memories'])).length === 0) {
+          await db.close();
+          db = null;
+        }
+      }
+    } else {
+      out.info(`Source: ${total} rows to read; opening the target and installing the schema`);
+      db = await openTarget(target);
+      lock = await acquireRunLock(db, shardLabel);
+      const install = await installSchema(db, {
+        dimensions: provider.dimensions,
+        forceRecreate: flags.forceRecreate,
+        backup: flags.backup !== false,
+        log: (l) => out.info(l),
+      });
+      report.backupSchema = install.backupSchema;
+      if (install.backupSchema) out.info(`Existing tables moved to backup schema ${install.backupSchema}`);
+      const previous = await unfinishedRun(db, report.source.sha256, shardLabel);
+      if (previous) {
+        out.info(`Resuming: run #${previous.id} ended ${previous.status} at source rowid ${previous.checkpoint_rowid ?? 0}; committed batches are kept`);
+      }
+      runId = await startRun(db, {
+        sourcePath: resolve(flags.sqlite),
+        sourceSha256: report.source.sha256,
+        options: ledgerOptions(flags),
+        shard: shardLabel,
+      });
+      report.runId = runId;
+    }
+
+    const service = buildService(provider, db, dryRun);
+    const progress = createProgress(out, { label: 'memories', total, service, provider: provider as { inflight?: number } });
+    phase = 'load';
+    const loadStarted = Date.now();
+    let result;
+    try {
+      result = await runPipeline({
+        source,
+        db,
+        embeddings: service,
+        model: provider.model,
+        dimensions: provider.dimensions,
+        sourceModel: flags.sourceModel ?? null,
+        filter,
+        dedup: { mode: flags.dedup ?? MIGRATE_DEFAULTS.dedup, threshold: flags.dedupThreshold, skipMatches: flags.dedupSkip },
+        batchSize: flags.batchSize ?? MIGRATE_DEFAULTS.batchSize,
+        dryRun,
+        runId,
+        signal: controller.signal,
+        onProgress: (p) => progress.update(p.done, p.memories),
+        onSkip: (row) => allSkipped.push(row),
+      });
+    } finally {
+      progress.stop();
+    }
+    report.timings.loadMs = Date.now() - loadStarted;
+    report.memories = result.memories;
+    report.fragments = result.fragments;
+    report.users = result.users;
+    report.skippedRows = result.skippedRows;
+    report.embeddings = { ...report.embeddings, ...service.stats, invalidStored: result.invalidStored };
+    phase = 'finish';
+
+    if (dryRun) {
+      report.preflight = await preflight(service, result.pendingEmbeds);
+    } else if (db) {
+      const indexStarted = Date.now();
+      const steps = createStepProgress(out, { label: 'indexes', total: INDEX_BUILD_STEPS });
+      // Concurrent shards would build the same index at the same time: one at a time.
+      const indexLock = await acquireIndexLock(db, () => out.info('waiting for another run to finish building the vector indexes'));
+      try {
+        report.indexes = await buildVectorIndexes(
+          db,
+          provider.dimensions,
+          (l) => steps.log(l),
+          (s) => (s.state === 'start' ? steps.start(s.name === 'ANALYZE' ? 'ANALYZE' : `building ${s.name}`) : steps.finish()),
+        );
+      } finally {
+        steps.stop();
+        await indexLock.release().catch(() => {});
+      }
+      report.timings.indexMs = Date.now() - indexStarted;
+      if (!flags.skipTest) {
+        const testStarted = Date.now();
+        const st = await runSelftest(db, textEmbedder(service, provider));
+        report.selftest = { ran: true, ...st };
+        report.timings.selftestMs = Date.now() - testStarted;
+        report.embeddings = { ...report.embeddings, ...service.stats, invalidStored: result.invalidStored };
+      }
+    }
+    report.embeddings.estimatedCostUsd = estimateCostUsd(provider.model, report.embeddings.tokens) ?? 0;
+    report.ok = report.memories.errors === 0 && (!report.selftest.ran || report.selftest.passed);
+    report.durationMs = Date.now() - started;
+    if (db && runId !== null) await finishRun(db, runId, 'committed', countsOf(report));
+    return { report, exitCode: report.ok ? 0 : 1 };
+  } catch (caught) {
+    // Once rows are being written, a failure says what to fix and that a re-run resumes.
+    const err =
+      caught instanceof Interrupted || dryRun || !db || runId === null || (caught as { exitCode?: number }).exitCode
+        ? caught
+        : describeLoadError(caught, { loading: phase === 'load' });
+    report.ok = false;
+    report.durationMs = Date.now() - started;
+    report.error = redact(oneLine(errorMessage(err)));
+    if (db && runId !== null) {
+      const status = err instanceof Interrupted ? 'interrupted' : 'failed';
+      // Stopped mid-load, the report has no counts yet: the last checkpoint's are kept.
+      await finishRun(db, runId, status, phase === 'finish' ? countsOf(report) : {}, report.error).catch(() => {});
+    }
+    if (err instanceof Interrupted) {
+      out.error(
+        `Interrupted after source rowid ${err.lastRowid ?? 0}; every batch up to there is committed. ` +
+          `Run the same command again to resume.`,
+      );
+      return { report, exitCode: EXIT_INTERRUPTED };
+    }
+    // With --json the report (ok: false, error) is still the one object printed.
+    if (err !== null && typeof err === 'object') (err as { report?: MigrationReport }).report = report;
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    const rejected = readRejects(flags.rejectFile, rejectStart);
+    report.rejectedRows = rejected.slice(0, MAX_SKIPPED_IN_REPORT);
+    if (flags.report) {
+      try {
+        writeReportFile(flags.report, report, allSkipped, rejected);
+      } catch (e) {
+        out.error(`memory-migrate: cannot write the report to ${flags.report}: ${errorMessage(e)}`);
+      }
+    }
+    await lock?.release().catch(() => {});
+    await db?.close().catch(() => {});
+    source.close();
+  }
+}
+
+function countsOf(r: MigrationReport) {
+  return { memories: r.memories, fragments: r.fragments, embeddings: r.embeddings };
+}
+
+/** Options as recorded in the ledger: no URLs, no keys. */
+function ledgerOptions(f: MigrateFlags): Record<string, unknown> {
+  return {
+    embedder: f.embedder ?? 'openai',
+    model: f.model ?? null,
+    dimensions: f.dimensions ?? null,
+    sourceModel: f.sourceModel ?? null,
+    limit: f.limit ?? null,
+    users: f.user ?? [],
+    shard: f.shard ? `${f.shard.index}/${f.shard.count}` : null,
+    dedup: f.dedup ?? MIGRATE_DEFAULTS.dedup,
+    dedupThreshold: f.dedupThreshold ?? null,
+    dedupSkip: f.dedupSkip ?? false,
+    batchSize: f.batchSize ?? MIGRATE_DEFAULTS.batchSize,
+    forceRecreate: f.forceRecreate ?? false,
+  };
+}
