@@ -1,6 +1,7 @@
 // What the target holds already, asked in one statement per batch: stored ids, recorded
 // duplicates, dedup-key owners, fragment hashes and the default fragments.
 import type { Db } from '../postgres/connection.js';
+import { idsWithStoredMetadata } from '../postgres/stored-metadata.js';
 import { defaultFragments, type FragmentRow } from '../postgres/fragments.js';
 import type { MemoryRow } from '../postgres/writer.js';
 import { dedupKey } from './keys.js';
@@ -38,15 +39,7 @@ export async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<str
   // content is unchanged. New rows, the bulk of a resumed or second load, ship only their ids.
   const current = new Map(mems.map((x) => [x.id, x]));
   const sameContent = rows.filter((r) => r.content_hash !== null && r.content_hash.trim() === current.get(r.id)!.contentHash);
-  const sameMetadata = new Set<string>();
-  if (sameContent.length > 0) {
-    const same = await db.query<{ id: string }>(
-      `SELECT x.id FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text)
-         JOIN memories m ON m.id = x.id WHERE m.metadata = x.md::jsonb`,
-      [JSON.stringify(sameContent.map((r) => ({ id: r.id, md: current.get(r.id)!.metadata })))],
-    );
-    for (const r of same) sameMetadata.add(r.id);
-  }
+  const sameMetadata = await idsWithStoredMetadata(db, sameContent.map((r) => ({ id: r.id, md: current.get(r.id)!.metadata })));
   for (const r of rows) {
     out.set(r.id, {
       contentHash: r.content_hash ? r.content_hash.trim() : null,
