@@ -2,28 +2,11 @@
 import { UsageError } from '../errors.js';
 import { LocalProvider } from './local-provider.js';
 import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL } from './models.js';
-import { OpenAIProvider, type EmbedProgress } from './openai-provider.js';
+import { OpenAIProvider, type OpenAIProviderOptions } from './openai-provider.js';
 
-export interface CreateProviderOptions {
+/** The OpenAI provider's options, and which embedder to build. */
+export interface CreateProviderOptions extends Omit<OpenAIProviderOptions, 'fetch'> {
   embedder: 'openai' | 'local';
-  /** Default: text-embedding-3-small for openai, local-hash-v1 for local. */
-  model?: string;
-  dimensions?: number;
-  /** Default: $OPENAI_API_KEY. Any non-empty value works for local compatible servers. */
-  apiKey?: string;
-  /** Default: $OPENAI_BASE_URL, else https://api.openai.com/v1. */
-  baseURL?: string;
-  concurrency?: number;
-  maxRetries?: number;
-  maxInputs?: number;
-  maxTokens?: number;
-  maxInputTokens?: number;
-  timeoutMs?: number;
-  rejectFile?: string;
-  encodingFormat?: 'base64' | 'float';
-  retryBaseMs?: number;
-  retryMaxMs?: number;
-  onProgress?: (p: EmbedProgress) => void;
 }
 
 /** Validates the options and builds the provider (UsageError, exit 2, for bad combinations). */
@@ -41,23 +24,14 @@ export function createProvider(opts: CreateProviderOptions): OpenAIProvider | Lo
   if (opts.embedder !== 'openai') {
     throw new UsageError(`--embedder must be openai or local, not "${String(opts.embedder)}"`);
   }
+  const { embedder: _embedder, ...options } = opts;
   const env = process.env;
   return new OpenAIProvider({
+    ...options,
+    // Defaults from the environment: the key, and the base URL (an empty value means unset).
     apiKey: opts.apiKey ?? env['OPENAI_API_KEY'],
     baseURL: opts.baseURL || env['OPENAI_BASE_URL'] || undefined,
     model: opts.model ?? DEFAULT_OPENAI_MODEL,
-    dimensions: opts.dimensions,
-    concurrency: opts.concurrency,
-    maxRetries: opts.maxRetries,
-    maxInputs: opts.maxInputs,
-    maxTokens: opts.maxTokens,
-    maxInputTokens: opts.maxInputTokens,
-    timeoutMs: opts.timeoutMs,
-    rejectFile: opts.rejectFile,
-    encodingFormat: opts.encodingFormat,
-    retryBaseMs: opts.retryBaseMs,
-    retryMaxMs: opts.retryMaxMs,
-    onProgress: opts.onProgress,
   });
 }
 
