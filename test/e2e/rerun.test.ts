@@ -329,10 +329,11 @@ describe('re-runs', { concurrency: true }, () => {
         let second: Promise<CliResult> | undefined;
         let secondDone = false;
         h.api.reset();
-        // The first run's requests are held while the second one starts and gives up.
+        // The first run's requests are held until the second one has started and given up,
+        // however long a loaded machine takes to start it.
         h.onEmbedding((_body, n) => {
           if (n === 1) second = runCli(migrateArgs(t), h.env()).finally(() => (secondDone = true));
-          return secondDone ? undefined : { delayMs: 1500 };
+          return secondDone ? undefined : { hold: second! };
         });
         const firstRes = await startCli(migrateArgs(t), h.env()).done;
         h.onEmbedding(undefined);

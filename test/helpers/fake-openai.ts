@@ -13,6 +13,8 @@ export type Fault =
   | { status: 429; retryAfter?: string; retryAfterMs?: number; headers?: Record<string, string> }
   | { status: number; body?: unknown; headers?: Record<string, string> }
   | { delayMs: number }
+  /** Answer normally once this settles (holds a request for as long as a test needs). */
+  | { hold: Promise<unknown> }
   | { destroy: true };
 
 export interface RecordedRequest {
@@ -175,8 +177,8 @@ export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<
         req.socket.destroy();
         return;
       }
-      if ('delayMs' in fault) {
-        await new Promise((r) => setTimeout(r, fault.delayMs));
+      if ('delayMs' in fault || 'hold' in fault) {
+        await ('hold' in fault ? fault.hold.catch(() => {}) : new Promise((r) => setTimeout(r, fault.delayMs)));
         if (res.destroyed || req.socket.destroyed) return;
       } else {
         const headers: Record<string, string> = { ...(fault.headers ?? {}) };
