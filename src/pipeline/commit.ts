@@ -5,6 +5,7 @@ import { checkpoint } from '../postgres/ledger.js';
 import { memoryCopyWriter, writeDuplicates, writeFragments, writeMemories, writeSkips } from '../postgres/writer.js';
 import { addFragmentCounts, addMemoryCounts, mergeResult, userCounts } from './counts.js';
 import type { PipelineOptions, PipelineResult, PreparedBatch, RunState } from './types.js';
+import { isoInstant } from '../source/timestamps.js';
 
 // Above this, a batch's encoder is replaced rather than reused.
 const MAX_KEPT_WRITER_BYTES = 32 * 1024 * 1024;
@@ -121,6 +122,6 @@ async function restoreUpdatedAt(tx: Db, table: 'memories' | 'prompt_fragments', 
     `UPDATE ${table} t SET updated_at = x.at
        FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, at timestamptz)
       WHERE t.id = x.id AND t.updated_at IS DISTINCT FROM x.at`,
-    [JSON.stringify(fix.map((r) => ({ id: r.id, at: r.at!.toISOString() })))],
+    [JSON.stringify(fix.map((r) => ({ id: r.id, at: isoInstant(r.at!) })))],
   );
 }

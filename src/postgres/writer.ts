@@ -5,6 +5,7 @@ import type { Db } from './connection.js';
 import { BinaryCopyWriter, type CopyColumnType } from './copy-binary.js';
 import type { FragmentRow } from './fragments.js';
 import { vectorToText } from './vector-text.js';
+import { exactInstant, isoInstant } from '../source/timestamps.js';
 
 export interface MemoryRow {
   id: string;
@@ -88,8 +89,8 @@ export function addMemoryRow(writer: BinaryCopyWriter, r: MemoryRow): void {
     r.metadata,
     r.category,
     r.importanceScore,
-    r.createdAt,
-    r.updatedAt,
+    r.createdAt && exactInstant(r.createdAt),
+    r.updatedAt && exactInstant(r.updatedAt),
   ]);
 }
 
@@ -192,8 +193,8 @@ export async function writeFragments(
       context_tier: f.contextTier,
       is_active: f.isActive,
       metadata: f.metadata,
-      created_at: f.createdAt?.toISOString() ?? null,
-      updated_at: (f.updatedAt ?? f.createdAt)?.toISOString() ?? null,
+      created_at: f.createdAt ? isoInstant(f.createdAt) : null,
+      updated_at: f.updatedAt || f.createdAt ? isoInstant((f.updatedAt ?? f.createdAt)!) : null,
     })),
   );
   const res = await tx.query<{ inserted: boolean }>(

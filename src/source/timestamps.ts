@@ -11,6 +11,28 @@ const NUMERIC = /^[+-]?\d+(?:\.\d+)?$/;
 /** Epoch values below this are seconds; at or above, milliseconds (1e11 s is year 5138). */
 const SECONDS_LIMIT = 1e11;
 
+// A Date holds milliseconds; timestamptz holds microseconds. A text with more than three
+// fraction digits keeps the microseconds below its millisecond here, beside its Date, so that
+// what is stored, compared and written back is the source's instant, not a rounding of it.
+const SUB_MILLISECOND = new WeakMap<Date, number>();
+
+/** The instant as microseconds since the Unix epoch, sub-millisecond digits included. */
+export function epochMicros(d: Date): bigint {
+  return BigInt(d.getTime()) * 1000n + BigInt(SUB_MILLISECOND.get(d) ?? 0);
+}
+
+/** The Date itself, or its exact microseconds when it has digits below the millisecond. */
+export function exactInstant(d: Date): Date | bigint {
+  return SUB_MILLISECOND.has(d) ? epochMicros(d) : d;
+}
+
+/** ISO 8601 in UTC, with six fraction digits when the instant has digits below the millisecond. */
+export function isoInstant(d: Date): string {
+  const iso = d.toISOString();
+  const micros = SUB_MILLISECOND.get(d);
+  return micros === undefined ? iso : `${iso.slice(0, -1)}${String(micros).padStart(3, '0')}Z`;
+}
+
 export function parseTimestamp(value: unknown): Date | null {
   if (value === null || value === undefined) return null;
   if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : new Date(value.getTime());
@@ -120,6 +142,7 @@ export function parseTimestampText(s: string): Date | null {
   if (month < 1 || month > 12 || day < 1 || day > 31) return null;
   if (hour > 23 || minute > 59 || second > 60) return null; // 60: a leap second, clamped below
   const ms = frac ? Math.floor(Number(`0.${frac}`) * 1000) : 0;
+  const micros = frac && frac.length > 3 ? Number(frac.slice(3, 6).padEnd(3, '0')) : 0;
   let t = Date.UTC(year, month - 1, day, hour, minute, Math.min(second, 59), ms);
   // Date.UTC rolls Feb 30 over to March: reject dates that do not exist.
   const check = new Date(Date.UTC(year, month - 1, day));
@@ -136,7 +159,9 @@ export function parseTimestampText(s: string): Date | null {
     const offset = (offH * 60 + offM) * 60_000 * (zm[1] === '-' ? -1 : 1);
     t -= offset;
   }
-  return valid(new Date(t));
+  const date = valid(new Date(t));
+  if (date && micros > 0) SUB_MILLISECOND.set(date, micros);
+  return date;
 }
 
 /** Date.UTC maps years 0..99 to 1900..1999; a four-digit year in the text means what it says. */

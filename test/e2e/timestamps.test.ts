@@ -138,7 +138,6 @@ for (const target of testTargets()) {
 
     test(
       'sub-millisecond fractions keep their microseconds',
-      { todo: 'parseTimestamp returns a JS Date (milliseconds): .123456 is stored as .123000' },
       async () => {
         assert.ok(migrated, 'the migration above ran');
         const rows = await storedTimes(migrated, 'us_');
@@ -148,5 +147,16 @@ for (const target of testTargets()) {
         );
       },
     );
+
+    test('verify passes on these timestamps, and names a created_at moved by one microsecond', async () => {
+      assert.ok(migrated, 'the migration above ran');
+      const clean = await runCli(['verify', '--sqlite', sourcePath, ...targetArgs(migrated), '--json']);
+      assert.equal(clean.code, 0, clean.stdout + clean.stderr);
+      await withDb(migrated, (db) => db.query(`UPDATE memories SET created_at = created_at + interval '1 microsecond' WHERE id = 'us_0'`));
+      const moved = await runCli(['verify', '--sqlite', sourcePath, ...targetArgs(migrated), '--json']);
+      assert.equal(moved.code, 3, moved.stdout + moved.stderr);
+      const named = parseJson(moved).mismatches.map((m: { id: string; check: string }) => `${m.id}:${m.check}`);
+      assert.deepEqual(named, ['us_0:created_at']);
+    });
   });
 }
