@@ -5,7 +5,7 @@ import type { Db } from './connection.js';
 import { BinaryCopyWriter, type CopyColumnType } from './copy-binary.js';
 import type { FragmentRow } from './fragments.js';
 import { vectorToText } from './vector-text.js';
-import { exactInstant, isoInstant } from '../source/timestamps.js';
+import { exactInstant, instantText } from '../source/timestamps.js';
 
 export interface MemoryRow {
   id: string;
@@ -193,8 +193,8 @@ export async function writeFragments(
       context_tier: f.contextTier,
       is_active: f.isActive,
       metadata: f.metadata,
-      created_at: f.createdAt ? isoInstant(f.createdAt) : null,
-      updated_at: f.updatedAt || f.createdAt ? isoInstant((f.updatedAt ?? f.createdAt)!) : null,
+      created_at: instantText(f.createdAt),
+      updated_at: instantText(f.updatedAt ?? f.createdAt),
     })),
   );
   const res = await tx.query<{ inserted: boolean }>(

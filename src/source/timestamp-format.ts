@@ -2,12 +2,10 @@
 // ones the way the file already does (parseTimestamp in timestamps.ts reads them all).
 import type { SqliteLayout } from './layout.js';
 import type { SqliteDb } from './sqlite-file.js';
+import { SECONDS_LIMIT } from './timestamps.js';
 
 /** How a file writes its timestamps. */
 export type TimestampFormat = 'sqlite' | 'sqlite-ms' | 'iso' | 'epoch-ms' | 'epoch-s';
-
-/** Epoch values below this are seconds; at or above, milliseconds (as parseTimestamp reads them). */
-const SECONDS_LIMIT = 1e11;
 
 /** The format of one stored timestamp value, or null when it is none of the known ones. */
 export function sniffTimestampFormat(value: unknown): TimestampFormat | null {

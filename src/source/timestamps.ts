@@ -9,7 +9,7 @@ const DATE_TIME =
 const NUMERIC = /^[+-]?\d+(?:\.\d+)?$/;
 
 /** Epoch values below this are seconds; at or above, milliseconds (1e11 s is year 5138). */
-const SECONDS_LIMIT = 1e11;
+export const SECONDS_LIMIT = 1e11;
 
 // A Date holds milliseconds; timestamptz holds microseconds. A text with more than three
 // fraction digits keeps the microseconds below its millisecond here, beside its Date, so that
@@ -24,6 +24,11 @@ export function epochMicros(d: Date): bigint {
 /** The Date itself, or its exact microseconds when it has digits below the millisecond. */
 export function exactInstant(d: Date): Date | bigint {
   return SUB_MILLISECOND.has(d) ? epochMicros(d) : d;
+}
+
+/** isoInstant of a timestamp that may be missing. */
+export function instantText(d: Date | null): string | null {
+  return d === null ? null : isoInstant(d);
 }
 
 /** ISO 8601 in UTC, with six fraction digits when the instant has digits below the millisecond. */

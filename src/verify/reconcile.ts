@@ -7,7 +7,7 @@ import { shardOf } from '../source/shard.js';
 import { SYSTEM_PROMPTS_USER } from '../source/rules.js';
 import type { Db } from '../postgres/connection.js';
 import { MAX_REPORTED, type RecordMismatch, type UserCounts, type VerifyReport } from './report.js';
-import { isoInstant } from '../source/timestamps.js';
+import { instantText } from '../source/timestamps.js';
 
 const PAGE = 2000;
 
@@ -64,8 +64,8 @@ export async function reconcile(
         user: p.userId,
         inScope,
         md: p.metadataJson,
-        created: p.createdAt ? isoInstant(p.createdAt) : null,
-        updated: p.updatedAt || p.createdAt ? isoInstant((p.updatedAt ?? p.createdAt)!) : null,
+        created: instantText(p.createdAt),
+        updated: instantText(p.updatedAt ?? p.createdAt),
       };
     });
     // Metadata and timestamps of every stored row, compared by PostgreSQL: jsonb equality
