@@ -1,5 +1,6 @@
 // The migration report: the --json object (a stable contract: keys are added, never
 // renamed) and the human summary printed from it.
+import { cutoverLines, type CutoverInfo } from './postgres/cutover.js';
 import type { EmbedStats } from './embed/types.js';
 
 export interface SkippedRow {
@@ -20,6 +21,9 @@ export interface MemoryCounts {
   updated: number;
   unchanged: number;
   skipped: number;
+  /** Rows PostgreSQL cannot store (a NUL character): not migrated, recorded, in the reject file. */
+  rejected: number;
+  /** Rows counted as errors: the rejected ones. They do not fail the run (exit 0): verify names them. */
   errors: number;
   duplicates: { exact: number; fuzzy: number; semantic: number; total: number };
   /** Skips by reason, e.g. { "empty content": 2 }. */
@@ -44,12 +48,18 @@ export interface MigrationReport {
     invalidStored: number;
     estimatedCostUsd: number;
   };
-  users: Record<string, { read: number; migrated: number; updated: number; unchanged: number; duplicates: number; skipped: number }>;
+  users: Record<string, { read: number; migrated: number; updated: number; unchanged: number; duplicates: number; skipped: number; rejected: number }>;
   indexes: { table: string; index: string; rows: number; lists: number; action: string; ms: number }[];
   backupSchema: string | null;
+  /** What the app needs to run on the result (absent on a dry run). */
+  cutover?: CutoverInfo;
   selftest: { ran: boolean; passed: boolean; checks: SelftestCheck[] };
   skippedRows: SkippedRow[];
-  /** Inputs the embedding API refused (kept without a vector): this run's lines of --reject-file. */
+  /**
+   * This run's lines of --reject-file: inputs the embedding API refused (stored without a
+   * vector) and rows PostgreSQL cannot store (not stored). A row is written there once, when
+   * first rejected; a re-run counts it again in memories.rejected but adds no line.
+   */
   rejectedRows?: SkippedRow[];
   preflight?: {
     textsToEmbed: number;
@@ -71,6 +81,7 @@ export function emptyMemoryCounts(): MemoryCounts {
     updated: 0,
     unchanged: 0,
     skipped: 0,
+    rejected: 0,
     errors: 0,
     duplicates: { exact: 0, fuzzy: 0, semantic: 0, total: 0 },
     skippedByReason: {},
@@ -170,13 +181,17 @@ export function formatSummary(r: MigrationReport): string {
     if (ix.action !== 'skipped-empty') lines.push(`index ${ix.index}: ${ix.action} (rows ${ix.rows}, lists ${ix.lists}, ${ix.ms} ms)`);
   }
   if (r.backupSchema) lines.push(`previous tables backed up in schema ${r.backupSchema}`);
+  if (r.cutover) lines.push(...cutoverLines(r.cutover));
   if (r.selftest.ran) {
     for (const c of r.selftest.checks) lines.push(formatCheck(c));
   } else {
     lines.push('self-test skipped');
   }
-  const rejected = r.rejectedRows?.length ?? 0;
-  if (rejected > 0) lines.push(`inputs the embedding API rejected (stored without a vector): ${rejected}, see --reject-file and --report`);
+  if (m.rejected > 0) {
+    const where = r.dryRun ? 'a real run lists them in --reject-file' : 'see --reject-file; verify names them';
+    lines.push(`rows PostgreSQL cannot store (not migrated, counted as errors): ${m.rejected}, ${where}`);
+  }
+  if (e.rejected > 0) lines.push(`inputs the embedding API rejected (stored without a vector): ${e.rejected}, see --reject-file and --report`);
   lines.push(`duration: ${(r.durationMs / 1000).toFixed(1)} s`);
   return lines.join('\n');
 }

@@ -2,6 +2,7 @@
 // file → Postgres/pgvector, then indexes, then the self-test. Bad input is refused before
 // anything is written; every batch commits with its checkpoint; a re-run converges on the
 // same tables. Also the library's migrate() (src/index.ts).
+import { describeCutover } from '../postgres/cutover.js';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { openSource } from '../source/reader.js';
@@ -179,6 +180,8 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         batchSize: flags.batchSize ?? MIGRATE_DEFAULTS.batchSize,
         dryRun,
         runId,
+        // Rows PostgreSQL cannot store go to the reject file too; a dry run writes nothing.
+        ...(flags.rejectFile && !dryRun ? { rejectFile: flags.rejectFile } : {}),
         signal: controller.signal,
         onProgress: (p) => progress.update(p.done, p.memories),
         onSkip: (row) => allSkipped.push(row),
@@ -213,6 +216,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         await indexLock.release().catch(() => {});
       }
       report.timings.indexMs = Date.now() - indexStarted;
+      report.cutover = await describeCutover(db, provider.model, provider.dimensions);
       if (!flags.skipTest) {
         const testStarted = Date.now();
         const st = await runSelftest(db, textEmbedder(service, provider));
@@ -222,7 +226,9 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
       }
     }
     report.embeddings.estimatedCostUsd = estimateCostUsd(provider.model, report.embeddings.tokens) ?? 0;
-    report.ok = report.memories.errors === 0 && (!report.selftest.ran || report.selftest.passed);
+    // Rejected rows are errors of the rows, not of the run: the rest is migrated, they are in
+    // the reject file, and verify names them (exit 3) until they are fixed.
+    report.ok = report.memories.errors - report.memories.rejected === 0 && (!report.selftest.ran || report.selftest.passed);
     report.durationMs = Date.now() - started;
     if (db && runId !== null) await finishRun(db, runId, 'committed', countsOf(report));
     return { report, exitCode: report.ok ? 0 : 1 };

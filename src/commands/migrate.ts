@@ -76,6 +76,13 @@ export const migrateCommand: CliCommand<MigrateFlags & { rollback?: boolean }, M
       }
     }
     out.info(formatSummary(report));
-    out.info(report.ok ? '🎉 Migration completed successfully!' : '❌ Migration finished with problems (see above).');
+    const rejected = report.memories.rejected;
+    out.info(
+      !report.ok
+        ? '❌ Migration finished with problems (see above).'
+        : rejected > 0
+          ? `⚠️  Migration completed, except ${rejected} row${rejected === 1 ? '' : 's'} PostgreSQL cannot store (see above): verify fails until they are fixed.`
+          : '🎉 Migration completed successfully!',
+    );
   },
 };

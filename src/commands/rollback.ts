@@ -11,6 +11,7 @@ import { openSource } from '../source/reader.js';
 import { SqliteWriteBack, type StoredMemory } from '../source/write-back.js';
 import type { TimestampFormat } from '../source/timestamp-format.js';
 import { parseVectorText } from '../postgres/vector-text.js';
+import { parseTimestampText } from '../source/timestamps.js';
 import { tableDimensions } from '../postgres/schema.js';
 import { lastCommittedRun } from '../postgres/ledger.js';
 import type { Output } from '../output.js';
@@ -21,6 +22,8 @@ import { idsWithStoredMetadata } from '../postgres/stored-metadata.js';
 
 export const SWITCH_TO_SQLITE = 'export MEMORY_TYPE=sqlite';
 const PAGE = 1000;
+/** to_char format of a TIMESTAMP (UTC wall time) as ISO 8601 to the microsecond. */
+const EXACT_UTC = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
 /** Rows listed in the report (the counts are always exact). */
 const MAX_LISTED = 1000;
 
@@ -70,8 +73,9 @@ interface PgRow {
   user_id: string;
   content: string;
   metadata: string;
-  created_ms: number;
-  updated_ms: number;
+  /** ISO 8601 UTC to the microsecond, as stored. */
+  created: string;
+  updated: string;
   embedding_model: string | null;
 }
 
@@ -159,8 +163,7 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
     for (;;) {
       const page = await db.query<PgRow>(
         `SELECT id, user_id, content, metadata::text AS metadata,
-                (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
-                (extract(epoch FROM updated_at) * 1000)::float8 AS updated_ms, embedding_model
+                to_char(created_at, ${EXACT_UTC}) AS created, to_char(updated_at, ${EXACT_UTC}) AS updated, embedding_model
            FROM memories WHERE id > $1 ORDER BY id LIMIT ${PAGE}`,
         [last],
       );
@@ -191,7 +194,7 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
           continue;
         }
         const liteUpdated = existing.lastWritten;
-        const pgUpdated = Math.round(Number(pg.updated_ms));
+        const pgUpdated = parseTimestampText(pg.updated)!.getTime();
         if (liteUpdated !== null && pgUpdated <= liteUpdated.getTime()) {
           report.keptSqliteNewer++;
           if (report.conflicts.length < MAX_LISTED) {
@@ -224,7 +227,7 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
         else report.updated++;
         if (report.rows.length < MAX_LISTED) report.rows.push(p.row);
         if (dryRun) continue;
-        const updatedAt = new Date(Math.round(Number(p.pg.updated_ms)));
+        const updatedAt = parseTimestampText(p.pg.updated)!;
         if (p.row.action === 'insert') {
           lite.insert({
             id: p.pg.id,
@@ -232,7 +235,7 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
             content: p.pg.content,
             embedding: vectors.get(p.pg.id) ?? null,
             metadata: p.pg.metadata,
-            createdAt: new Date(Math.round(Number(p.pg.created_ms))),
+            createdAt: parseTimestampText(p.pg.created)!,
             updatedAt,
           });
           continue;

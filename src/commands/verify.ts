@@ -147,7 +147,7 @@ function renderVerifyReport(r: VerifyReport, out: Output): void {
   const c = r.counts;
   out.info(
     `Rows: ${c.sqliteRows} in SQLite = ${c.memories} memories + ${c.duplicates} recorded duplicates + ${c.skipped} recorded skips + ` +
-      `${c.fragments} fragments + ${c.pending} pending (${c.missing} missing, ${c.extra} extra)`,
+      `${c.fragments} fragments + ${c.pending} pending (${c.missing} missing, ${c.rejected} rejected, ${c.extra} extra)`,
   );
   if (r.pending > 0) {
     const pendingUsers = Object.entries(c.users).filter(([, u]) => u.pending > 0);

@@ -14,17 +14,17 @@
 //   the server reported is used up, wait for its reset instead of running into a 429;
 // - at most `concurrency` HTTP requests in flight.
 import { setMaxListeners } from 'node:events';
-import { appendFile } from 'node:fs/promises';
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
 import pRetry, { AbortError } from 'p-retry';
 import { RunError, UsageError } from '../errors.js';
-import { maskUrl, redact, registerSecret } from '../secrets.js';
+import { maskUrl, registerSecret } from '../secrets.js';
 import { DEFAULT_MAX_INPUTS, DEFAULT_MAX_TOKENS, planBatches } from './batching.js';
 import { DEFAULT_MAX_INPUT_TOKENS, DEFAULT_OPENAI_MODEL, resolveDimensions } from './models.js';
 import { truncateToTokens } from './tokens.js';
 import type { EmbedInput, EmbedResult, EmbedStats, EmbeddingProvider } from './types.js';
 import { BadInputError, classifyApiError, decodeEmbeddings, describeError } from './api-response.js';
 import { RateBudget, RequestSlots, sleep } from './rate-limit.js';
+import { appendRejects } from './reject-file.js';
 
 export const DEFAULT_OPENAI_BASE_URL = 'https://api.openai.com/v1';
 export const DEFAULT_CONCURRENCY = 4;
@@ -383,9 +383,7 @@ export class OpenAIProvider implements EmbeddingProvider {
 
   private writeReject(input: EmbedInput, reason: string): Promise<void> {
     if (!this.rejectFile) return Promise.resolve();
-    const line = JSON.stringify({ id: input.ref?.id ?? null, user: input.ref?.user ?? null, reason: redact(reason) }) + '\n';
-    const file = this.rejectFile;
-    this.rejectWrites = this.rejectWrites.then(() => appendFile(file, line, 'utf8'));
+    this.rejectWrites = appendRejects(this.rejectFile, [{ id: input.ref?.id ?? null, user: input.ref?.user ?? null, reason }]);
     return this.rejectWrites;
   }
 }

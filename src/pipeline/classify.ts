@@ -6,7 +6,7 @@ import { contentHash, dedupHash } from '../source/canonical.js';
 import { categoryOf, importanceOf } from '../source/metadata.js';
 import { isSystemUser, MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../source/rules.js';
 import type { SkippedRow } from '../report.js';
-import { skip, userCounts, warn } from './counts.js';
+import { reject, skip, userCounts, warn } from './counts.js';
 import type { FragmentToWrite, PipelineOptions, PipelineResult, PreparedMemory, SourceBatch } from './types.js';
 import { YIELD_EVERY_ROWS, yieldToIo } from './yield-to-io.js';
 
@@ -14,6 +14,7 @@ export interface ClassifiedRows {
   memories: PreparedMemory[];
   fragments: FragmentToWrite[];
   skips: SkippedRow[];
+  rejects: SkippedRow[];
 }
 
 /** Why a row is not a memory to store, or null when it is one. */
@@ -28,9 +29,22 @@ export function skipReason(row: SourceRow, idClashes: SourceBatch['idClashes']):
   return null;
 }
 
+/**
+ * Why PostgreSQL cannot store a row that is not skipped, or null. Its text columns cannot
+ * hold U+0000, which SQLite text can. (Metadata with one is kept as {raw} instead.)
+ */
+export function rejectReason(row: SourceRow): string | null {
+  const nul = (field: string) => `${field} contains a NUL character (U+0000), which PostgreSQL text cannot store`;
+  if (row.content.indexOf('\u0000') !== -1) return nul('content');
+  if (row.id.indexOf('\u0000') !== -1) return nul('id');
+  if (row.userId !== null && row.userId.indexOf('\u0000') !== -1) return nul('user_id');
+  return null;
+}
+
 export async function classifyRows(opts: PipelineOptions, batch: SourceBatch, counts: PipelineResult): Promise<ClassifiedRows> {
   const m = counts.memories;
   const skips: SkippedRow[] = [];
+  const rejects: SkippedRow[] = [];
   const memories: PreparedMemory[] = [];
   const fragments: FragmentToWrite[] = [];
   let sinceYield = 0;
@@ -39,8 +53,10 @@ export async function classifyRows(opts: PipelineOptions, batch: SourceBatch, co
       sinceYield = 0;
       await yieldToIo();
     }
+    // A row skipped anyway (no user, a system user...) stays a plain skip: nothing is lost.
     const reason = skipReason(row, batch.idClashes);
-    if (!reason && row.userId === SYSTEM_PROMPTS_USER) {
+    const rejected = reason ? null : rejectReason(row);
+    if (!reason && !rejected && row.userId === SYSTEM_PROMPTS_USER) {
       // Fragments are not memories: they are counted under fragments, not memories.read.
       counts.fragments.read++;
       fragments.push(fragmentFromSource(row));
@@ -52,11 +68,15 @@ export async function classifyRows(opts: PipelineOptions, batch: SourceBatch, co
       skip(opts, counts, row, reason, skips);
       continue;
     }
+    if (rejected) {
+      reject(counts, row, rejected, rejects);
+      continue;
+    }
     if (row.metadata.warning) warn(counts, 'metadata not JSON (kept as {raw})');
     if (row.metadata.duplicateKeys > 0) warn(counts, 'metadata with duplicate keys (the last one kept, as PostgreSQL does)');
     memories.push(toMemory(row));
   }
-  return { memories, fragments, skips };
+  return { memories, fragments, skips, rejects };
 }
 
 /** A row that passed skipReason (so its user is set) as a memory, its vector not chosen yet. */

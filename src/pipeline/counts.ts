@@ -25,6 +25,7 @@ export function addMemoryCounts(a: MemoryCounts, b: MemoryCounts): MemoryCounts 
     updated: a.updated + b.updated,
     unchanged: a.unchanged + b.unchanged,
     skipped: a.skipped + b.skipped,
+    rejected: a.rejected + b.rejected,
     errors: a.errors + b.errors,
     duplicates: sumCounts(a.duplicates, b.duplicates),
     skippedByReason: sumCounts(a.skippedByReason, b.skippedByReason),
@@ -62,7 +63,7 @@ export function userCounts(result: PipelineResult, user: string | null): UserCou
   const key = user ?? '(null)';
   let u = result.users[key];
   if (!u) {
-    u = { read: 0, migrated: 0, updated: 0, unchanged: 0, duplicates: 0, skipped: 0 };
+    u = { read: 0, migrated: 0, updated: 0, unchanged: 0, duplicates: 0, skipped: 0, rejected: 0 };
     result.users[key] = u;
   }
   return u;
@@ -78,6 +79,17 @@ export function skip(opts: PipelineOptions, result: PipelineResult, row: SourceR
   skips.push(s);
   if (result.skippedRows.length < MAX_SKIPPED_IN_REPORT) result.skippedRows.push(s);
   opts.onSkip?.(s);
+}
+
+/**
+ * A row PostgreSQL cannot store: counted as rejected and as an error, listed for
+ * migration_skips (as rejected) and the reject file. Not announced as a skip: it is not one.
+ */
+export function reject(result: PipelineResult, row: SourceRow, reason: string, rejects: SkippedRow[]) {
+  result.memories.rejected++;
+  result.memories.errors++;
+  userCounts(result, row.userId).rejected++;
+  rejects.push({ id: row.id, user: row.userId, reason });
 }
 
 /** A row found to duplicate `originalId`: recorded for memory_duplicates and counted. */

@@ -4,6 +4,7 @@
 import type { BinaryCopyWriter } from '../postgres/copy-binary.js';
 import { addMemoryRow } from '../postgres/writer.js';
 import { classifyRows } from './classify.js';
+import { nameCopyRow } from './commit.js';
 import { emptyResult } from './counts.js';
 import { exactDedup, fuzzyDedup, semanticDedup } from './dedup.js';
 import { dedupKey } from './keys.js';
@@ -15,7 +16,7 @@ import { YIELD_EVERY_ROWS, yieldToIo } from './yield-to-io.js';
 export async function prepareBatch(opts: PipelineOptions, state: RunState, batch: SourceBatch): Promise<PreparedBatch> {
   const { db, dryRun } = opts;
   const counts = emptyResult();
-  const { memories, fragments, skips } = await classifyRows(opts, batch, counts);
+  const { memories, fragments, skips, rejects } = await classifyRows(opts, batch, counts);
 
   // What the target already holds for these ids, and which stored rows share a dedup key.
   // A first load asks only about a repeated id (its first occurrence may be stored by now).
@@ -47,6 +48,7 @@ export async function prepareBatch(opts: PipelineOptions, state: RunState, batch
     fragments,
     duplicates,
     skips,
+    rejects,
     staleDuplicates,
     encoded,
     writerSlot,
@@ -77,7 +79,11 @@ async function encodeForCopy(opts: PipelineOptions, writer: BinaryCopyWriter, to
   writer.reset();
   for (let i = 0; i < toWrite.length; i++) {
     if (i > 0 && i % YIELD_EVERY_ROWS === 0) await yieldToIo();
-    addMemoryRow(writer, toWrite[i]!);
+    try {
+      addMemoryRow(writer, toWrite[i]!);
+    } catch (err) {
+      throw nameCopyRow(err, toWrite);
+    }
   }
   const encoded = writer.finish();
   // The stream holds the vectors now: their buffers can be freed while the batch is written

@@ -33,6 +33,8 @@ export interface PipelineOptions {
   batchSize: number;
   dryRun: boolean;
   runId: number | null;
+  /** --reject-file: rows PostgreSQL cannot store are appended to it once they are recorded. */
+  rejectFile?: string;
   signal?: AbortSignal;
   onProgress?: (p: PipelineProgress) => void;
   onSkip?: (row: SkippedRow) => void;
@@ -59,6 +61,7 @@ export interface UserCounts {
   unchanged: number;
   duplicates: number;
   skipped: number;
+  rejected: number;
 }
 
 export interface PipelineResult {
@@ -116,6 +119,8 @@ export interface PreparedBatch {
   fragments: FragmentToWrite[];
   duplicates: DuplicateRow[];
   skips: SkippedRow[];
+  /** Rows PostgreSQL cannot store: recorded as rejected skips (see commit.ts). */
+  rejects: SkippedRow[];
   /** Ids recorded as exact duplicates by an earlier run that no longer are. */
   staleDuplicates: string[];
   /** The memories encoded for COPY, or null when the write must encode (rows without timestamps). */

@@ -159,9 +159,9 @@ export async function openPostgres(url: string, connectTimeout = 10): Promise<Db
     max: 4,
     connect_timeout: connectTimeout,
     onnotice: () => {},
-    // Keep timestamps and json as the server sends them; callers decide how to read them.
-    types: {},
-    connection: { application_name: 'memory-migrate' },
+    types: { timestampUtc: { to: TIMESTAMP_OID, from: [TIMESTAMP_OID], serialize: (x: unknown) => x, parse: parseUtcTimestamp } },
+    // The TIMESTAMP columns hold UTC wall time: converting to and from timestamptz must use UTC.
+    connection: { application_name: 'memory-migrate', TimeZone: 'UTC' },
     socket: connectNoDelay,
   } as postgres.Options<{}>);
   const db = wrapPostgres(sql, `PostgreSQL at ${maskUrl(url)}`);
@@ -243,6 +243,13 @@ function wrapPostgres(sql: Sql | TxSql, description: string): Db {
 
 type PgliteLike = Pick<PGlite, 'query' | 'exec'> & { transaction?: PGlite['transaction'] };
 
+const TIMESTAMP_OID = 1114;
+
+/** A TIMESTAMP value ('2024-01-02 03:04:05.123456') is UTC here, whatever the machine's zone. */
+function parseUtcTimestamp(text: string): Date {
+  return new Date(text.replace(' ', 'T') + 'Z');
+}
+
 export async function openPglite(dir: string): Promise<Db> {
   let dataDir = dir;
   if (!dir.startsWith('memory://')) {
@@ -253,7 +260,8 @@ export async function openPglite(dir: string): Promise<Db> {
   const releaseDir = dataDir === 'memory://' ? () => {} : acquireDirLock(dir);
   let pg: PGlite;
   try {
-    pg = await PGlite.create({ dataDir, extensions: { vector } });
+    pg = await PGlite.create({ dataDir, extensions: { vector }, parsers: { [TIMESTAMP_OID]: parseUtcTimestamp } });
+    await pg.exec(`SET TimeZone = 'UTC'`);
   } catch (err) {
     releaseDir();
     throw new RunError(`cannot open the embedded database in ${dir}: ${(err as Error).message}`);

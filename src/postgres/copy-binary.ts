@@ -34,7 +34,9 @@ export type CopyColumnType =
   | 'bool'
   | 'text[]'
   | 'vector'
-  | 'halfvec';
+  | 'halfvec'
+  | 'timestamp'
+  | 'uuid';
 
 export const COPY_COLUMN_TYPES: readonly CopyColumnType[] = [
   'text',
@@ -47,6 +49,8 @@ export const COPY_COLUMN_TYPES: readonly CopyColumnType[] = [
   'text[]',
   'vector',
   'halfvec',
+  'timestamp',
+  'uuid',
 ];
 
 /** pgvector's limit for both `vector` and `halfvec`. */
@@ -82,6 +86,9 @@ export interface BinaryCopyWriterOptions {
  * - timestamptz: Date; number = milliseconds since the Unix epoch (fractions kept to the
  *   microsecond); bigint = microseconds since the Unix epoch. Strings are refused on purpose:
  *   parse them with an explicit time zone first.
+ * - timestamp: the same values, written as their UTC wall time (the binary format is the
+ *   same; the columns the seed documents are TIMESTAMP, holding UTC)
+ * - uuid: string in the 8-4-4-4-12 hex form
  * - float8: number (NaN and ±Infinity are allowed, as in PostgreSQL)
  * - int4 / int8: integer number or bigint in range (int8 numbers must be safe integers)
  * - bool: boolean, or the numbers 0 / 1 (SQLite's booleans)
@@ -215,7 +222,10 @@ export class BinaryCopyWriter {
       case T_JSONB:
         return this.writeJsonb(v);
       case T_TIMESTAMPTZ:
+      case T_TIMESTAMP:
         return this.writeTimestamptz(v);
+      case T_UUID:
+        return this.writeUuid(v);
       case T_FLOAT8:
         if (typeof v !== 'number') throw new FieldError(`expected a number, got ${describe(v)}`);
         this.ensure(12);
@@ -277,6 +287,14 @@ export class BinaryCopyWriter {
     const n = this.buf.write(json, this.pos + 5, 'utf8');
     this.dv.setInt32(this.pos, n + 1);
     this.pos += 5 + n;
+  }
+
+  private writeUuid(v: unknown): void {
+    if (typeof v !== 'string' || !UUID_TEXT.test(v)) throw new FieldError(`expected a UUID string, got ${describe(v)}`);
+    this.ensure(20);
+    this.dv.setInt32(this.pos, 16);
+    this.buf.write(v.replaceAll('-', ''), this.pos + 4, 16, 'hex');
+    this.pos += 20;
   }
 
   private writeTimestamptz(v: unknown): void {
@@ -525,6 +543,9 @@ const T_BOOL = 6;
 const T_TEXT_ARRAY = 7;
 const T_VECTOR = 8;
 const T_HALFVEC = 9;
+const T_TIMESTAMP = 10;
+const T_UUID = 11;
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const TEXT_OID = 25;
 /** 2000-01-01T00:00:00Z in Unix milliseconds: PostgreSQL's timestamp epoch. */

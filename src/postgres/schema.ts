@@ -77,12 +77,13 @@ export async function installSchema(db: Db, opts: InstallOptions): Promise<Insta
 }
 
 /**
- * The secondary btree indexes of memories (sql/003_btree_indexes.sql). A first load drops
+ * The secondary btree indexes of memories (sql/006_btree_indexes.sql). A first load drops
  * them and builds them once after the COPY: maintaining them row by row cost the server a
  * quarter to a third of the load (random inserts into five growing btrees). Should the load
  * stop before they are built again, the next run's installSchema creates them.
  */
 export const MEMORIES_BTREE_INDEXES = [
+  'memories_uuid_key',
   'memories_user_idx',
   'memories_dedup_idx',
   'memories_category_idx',
@@ -94,10 +95,10 @@ export async function dropMemoriesBtreeIndexes(db: Db): Promise<void> {
   await inSchemaLock(db, (tx) => tx.exec(`DROP INDEX IF EXISTS ${MEMORIES_BTREE_INDEXES.join(', ')}`));
 }
 
-/** Builds the btree indexes of sql/003 that are missing (those a first load dropped). */
+/** Builds the btree indexes of sql/006 that are missing (those a first load dropped). */
 export async function createBtreeIndexes(db: Db): Promise<void> {
   const file = schemaFiles().find((f) => f.name.endsWith('_btree_indexes.sql'));
-  if (!file) throw new RunError('sql/003_btree_indexes.sql is missing from the installed package; reinstall memory-migrate');
+  if (!file) throw new RunError('sql/006_btree_indexes.sql is missing from the installed package; reinstall memory-migrate');
   await inSchemaLock(db, (tx) => runSchemaFile(tx, file));
 }
 

@@ -6,6 +6,7 @@ import { BinaryCopyWriter, type CopyColumnType } from './copy-binary.js';
 import type { FragmentRow } from './fragments.js';
 import { vectorToText } from './vector-text.js';
 import { exactInstant, instantText } from '../source/timestamps.js';
+import { rowUuid } from './row-uuid.js';
 
 export interface MemoryRow {
   id: string;
@@ -42,6 +43,7 @@ export interface WriteResult {
 
 const MEMORY_COLUMNS: [string, CopyColumnType][] = [
   ['id', 'text'],
+  ['uuid', 'uuid'],
   ['user_id', 'text'],
   ['content', 'text'],
   ['content_hash', 'text'],
@@ -51,8 +53,9 @@ const MEMORY_COLUMNS: [string, CopyColumnType][] = [
   ['metadata', 'jsonb'],
   ['category', 'text'],
   ['importance_score', 'float8'],
-  ['created_at', 'timestamptz'],
-  ['updated_at', 'timestamptz'],
+  ['created_at', 'timestamp'],
+  ['updated_at', 'timestamp'],
+  ['last_accessed_at', 'timestamp'],
 ];
 
 const MEMORY_COLUMN_LIST = MEMORY_COLUMNS.map(([c]) => c).join(', ');
@@ -78,8 +81,10 @@ export function encodeMemories(rows: MemoryRow[], writer = memoryCopyWriter()): 
 
 /** Appends one memory row to a writer (for callers that encode a batch in slices). */
 export function addMemoryRow(writer: BinaryCopyWriter, r: MemoryRow): void {
+  const updatedAt = r.updatedAt && exactInstant(r.updatedAt);
   writer.addRow([
     r.id,
+    rowUuid(r.id),
     r.userId,
     r.content,
     r.contentHash,
@@ -90,7 +95,10 @@ export function addMemoryRow(writer: BinaryCopyWriter, r: MemoryRow): void {
     r.category,
     r.importanceScore,
     r.createdAt && exactInstant(r.createdAt),
-    r.updatedAt && exactInstant(r.updatedAt),
+    updatedAt,
+    // The source has no access time: its last change stands in, so an app's "not accessed
+    // for 30 days" job does not see every migrated row as never accessed.
+    updatedAt,
   ]);
 }
 
@@ -109,6 +117,9 @@ export interface WriteMemoriesOptions {
   encoded?: Uint8Array;
 }
 
+/** The columns are TIMESTAMP holding UTC wall time. */
+const NOW_UTC = `(now() AT TIME ZONE 'UTC')`;
+
 export async function writeMemories(tx: Db, rows: MemoryRow[], options: WriteMemoriesOptions = {}): Promise<WriteResult> {
   const out: WriteResult = { inserted: 0, updated: 0, insertedIds: [], updatedIds: [] };
   if (rows.length === 0) return out;
@@ -124,8 +135,9 @@ export async function writeMemories(tx: Db, rows: MemoryRow[], options: WriteMem
   const result = await tx.query<{ id: string; inserted: boolean }>(
     `WITH up AS (
        INSERT INTO memories (${MEMORY_COLUMN_LIST})
-       SELECT id, user_id, content, content_hash, dedup_hash, embedding, embedding_model, metadata, category,
-              importance_score, COALESCE(created_at, now()), COALESCE(updated_at, created_at, now())
+       SELECT id, uuid, user_id, content, content_hash, dedup_hash, embedding, embedding_model, metadata, category,
+              importance_score, COALESCE(created_at, ${NOW_UTC}), COALESCE(updated_at, created_at, ${NOW_UTC}),
+              COALESCE(last_accessed_at, updated_at, created_at, ${NOW_UTC})
          FROM mm_stage_memories
        ON CONFLICT (id) DO UPDATE SET
          user_id = EXCLUDED.user_id,
@@ -199,12 +211,12 @@ export async function writeFragments(
   );
   const res = await tx.query<{ inserted: boolean }>(
     `WITH up AS (
-       INSERT INTO prompt_fragments (id, category, priority, content, content_hash, tags, embedding, embedding_model,
+       INSERT INTO prompt_fragments (id, uuid, category, priority, content, content_hash, tags, embedding, embedding_model,
                                      agent_type, context_tier, is_active, metadata, created_at, updated_at)
-       SELECT x.id, x.category, x.priority, x.content, x.content_hash,
+       SELECT x.id, memory_migrate_uuid(x.id), x.category, x.priority, x.content, x.content_hash,
               ARRAY(SELECT jsonb_array_elements_text(x.tags)), x.embedding::vector, x.embedding_model,
               x.agent_type, x.context_tier, x.is_active, x.metadata::jsonb,
-              COALESCE(x.created_at, now()), COALESCE(x.updated_at, x.created_at, now())
+              COALESCE(x.created_at AT TIME ZONE 'UTC', ${NOW_UTC}), COALESCE(COALESCE(x.updated_at, x.created_at) AT TIME ZONE 'UTC', ${NOW_UTC})
          FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, category text, priority int, content text, content_hash text,
               tags jsonb, embedding text, embedding_model text, agent_type text, context_tier text, is_active boolean,
               metadata text, created_at timestamptz, updated_at timestamptz)

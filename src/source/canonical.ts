@@ -2,6 +2,8 @@
 //   contentHash: what the text is (used to prove nothing changed in transit).
 //   dedupHash:   what the original app treated as "the same memory" (it compared LOWER(content)),
 //                so it is case-folded; it must always be combined with user_id by the caller.
+// sql/003_canonical_hash.sql computes both in PostgreSQL (for triggers): any change here must
+// be made there too, and test/unit/postgres/canonical-sql.test.ts compares the two.
 import crypto, { createHash } from 'node:crypto';
 
 /** NFC, CRLF/CR -> LF, trailing whitespace trimmed per line, exactly one final newline. */
@@ -74,9 +76,16 @@ export function contentHash(content: string): string {
   return sha256Hex(canonicalize(content));
 }
 
-/** sha256 hex of the case-folded canonical form (exact-duplicate key, per user). */
+/**
+ * sha256 hex of the case-folded canonical form (exact-duplicate key, per user): toLowerCase,
+ * then every final sigma 'ς' written as 'σ'. toLowerCase picks ς or σ for 'Σ' by looking at
+ * the neighbouring letters (Final_Sigma), which SQL cannot reproduce character by character;
+ * folding ς to σ (as Unicode case folding does) gives one definition both sides compute, and
+ * makes "ΟΔΥΣΣΕΥΣ" and "οδυσσευσ" the same memory.
+ */
 export function dedupHash(content: string): string {
-  return sha256Hex(canonicalize(content).toLowerCase());
+  const lower = canonicalize(content).toLowerCase();
+  return sha256Hex(lower.indexOf('\u03c2') === -1 ? lower : lower.replaceAll('\u03c2', '\u03c3'));
 }
 
 // One-shot crypto.hash (Node >= 20.12) is about twice as fast as a Hash object for short

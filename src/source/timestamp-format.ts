@@ -2,7 +2,7 @@
 // ones the way the file already does (parseTimestamp in timestamps.ts reads them all).
 import type { SqliteLayout } from './layout.js';
 import type { SqliteDb } from './sqlite-file.js';
-import { SECONDS_LIMIT } from './timestamps.js';
+import { SECONDS_LIMIT, isoInstant } from './timestamps.js';
 
 /** How a file writes its timestamps. */
 export type TimestampFormat = 'sqlite' | 'sqlite-ms' | 'iso' | 'epoch-ms' | 'epoch-s';
@@ -19,14 +19,20 @@ export function sniffTimestampFormat(value: unknown): TimestampFormat | null {
   return null;
 }
 
-/** A date in the given format; 'sqlite' is CURRENT_TIMESTAMP's 'YYYY-MM-DD HH:MM:SS' (UTC). */
+/**
+ * A date in the given format; 'sqlite' is CURRENT_TIMESTAMP's 'YYYY-MM-DD HH:MM:SS' (UTC). The
+ * text formats keep a fraction of a second when the instant has one (a row an app wrote in
+ * Postgres at now() has microseconds): SQLite's date functions and parseTimestamp read it,
+ * and verify compares the instant exactly.
+ */
 export function formatTimestamp(d: Date, format: TimestampFormat): string | number {
-  const iso = d.toISOString();
+  const iso = isoInstant(d); // '…SS.mmmZ' or '…SS.mmmuuuZ'
+  const wall = iso.slice(0, -1).replace('T', ' ');
   switch (format) {
     case 'sqlite':
-      return iso.slice(0, 19).replace('T', ' ');
+      return wall.endsWith('.000') ? wall.slice(0, 19) : wall;
     case 'sqlite-ms':
-      return iso.slice(0, 23).replace('T', ' ');
+      return wall;
     case 'iso':
       return iso;
     case 'epoch-ms':

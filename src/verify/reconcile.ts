@@ -1,10 +1,11 @@
 // Every source row accounted for: stored, a recorded duplicate, a recorded skip, a fragment, or
-// pending because the last run was limited to some users, a shard or N rows. Per-user counts
+// pending because the last run was limited to some users, a shard or N rows. A row recorded as
+// rejected (PostgreSQL cannot store it) is not accounted for: it is named until it is fixed. Per-user counts
 // must add up, nothing may be in Postgres that the file lacks, and each stored row's user,
 // metadata and timestamps are compared (by PostgreSQL, so big numbers are exact).
 import type { SourceFile } from '../source/reader.js';
 import { shardOf } from '../source/shard.js';
-import { SYSTEM_PROMPTS_USER } from '../source/rules.js';
+import { storableText, SYSTEM_PROMPTS_USER } from '../source/rules.js';
 import type { Db } from '../postgres/connection.js';
 import { MAX_REPORTED, type RecordMismatch, type UserCounts, type VerifyReport } from './report.js';
 import { instantText } from '../source/timestamps.js';
@@ -58,10 +59,11 @@ export async function reconcile(
       const passes = (!userSet || (p.userId !== null && userSet.has(p.userId))) && (!scope.shard || shardOf(p.userId, scope.shard.count) === scope.shard.index);
       const inScope = passes && (scope.limit === null || inFilter < scope.limit);
       if (passes) inFilter++;
+      // As the migration records them: PostgreSQL text cannot hold U+0000 (see storableText).
       return {
         rowid: p.rowid,
-        id: p.id,
-        user: p.userId,
+        id: storableText(p.id),
+        user: p.userId === null ? null : storableText(p.userId),
         inScope,
         md: p.metadataJson,
         created: instantText(p.createdAt),
@@ -78,7 +80,8 @@ export async function reconcile(
               to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_created,
               to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_updated,
               EXISTS (SELECT 1 FROM memory_duplicates d WHERE d.duplicate_id = x.id) AS dup,
-              EXISTS (SELECT 1 FROM migration_skips s WHERE s.source_id = x.id) AS skip,
+              EXISTS (SELECT 1 FROM migration_skips s WHERE s.source_id = x.id AND NOT s.rejected) AS skip,
+              (SELECT s.reason FROM migration_skips s WHERE s.source_id = x.id AND s.rejected) AS rejected,
               EXISTS (SELECT 1 FROM prompt_fragments f WHERE f.id = x.id) AS frag
          FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text, created timestamptz, updated timestamptz)
          LEFT JOIN memories m ON m.id = x.id`,
@@ -108,6 +111,9 @@ export async function reconcile(
         }
       } else if (f?.dup || f?.skip) {
         // Accounted for: a recorded duplicate or a recorded skip.
+      } else if (f?.rejected != null) {
+        c.rejected++;
+        mismatch({ id: r.id, user: r.user, check: 'rejected', detail: `not migrated: ${f.rejected} (fix the row in SQLite and run migrate again)` });
       } else if (f?.frag && r.user === SYSTEM_PROMPTS_USER) {
         fragmentIds.add(r.id);
       } else if (r.inScope) {
@@ -140,7 +146,7 @@ export async function reconcile(
   add(
     await db.query(
       `SELECT s.user_id AS u, count(*)::int AS n FROM migration_skips s
-        WHERE NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = s.source_id)
+        WHERE NOT s.rejected AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = s.source_id)
           AND NOT EXISTS (SELECT 1 FROM memory_duplicates d WHERE d.duplicate_id = s.source_id) GROUP BY s.user_id`,
     ),
     'skipped',
@@ -219,6 +225,8 @@ interface StoredRowCheck {
   m_updated: string | null;
   dup: boolean;
   skip: boolean;
+  /** The reason of a rejected record, else null. */
+  rejected: string | null;
   frag: boolean;
 }
 

@@ -13,7 +13,7 @@ export interface VerifyMismatch {
   /** The row (source id), or null for a count or schema mismatch. */
   id: string | null;
   user: string | null;
-  /** What was checked: count, missing, extra, user_id, content, metadata, created_at, updated_at, embedding, vector, fragment, schema. */
+  /** What was checked: count, missing, rejected, extra, user_id, content, metadata, created_at, updated_at, embedding, vector, fragment, schema. */
   check: string;
   detail: string;
 }
@@ -58,6 +58,8 @@ export interface VerifyReport {
     fragments: number;
     pending: number;
     missing: number;
+    /** Rows the migration recorded as rejected (PostgreSQL cannot store them): not accounted for. */
+    rejected: number;
     extra: number;
     users: Record<string, UserCounts>;
   };
@@ -94,7 +96,7 @@ export function emptyVerifyReport(source: string, target: string, seed: number, 
     recall: null,
     index: null,
     pending: 0,
-    counts: { sqliteRows: 0, inScope: 0, memories: 0, duplicates: 0, skipped: 0, fragments: 0, pending: 0, missing: 0, extra: 0, users: {} },
+    counts: { sqliteRows: 0, inScope: 0, memories: 0, duplicates: 0, skipped: 0, fragments: 0, pending: 0, missing: 0, rejected: 0, extra: 0, users: {} },
     fragments: { source: 0, target: 0, checked: 0 },
     mismatchCount: 0,
     mismatches: [],

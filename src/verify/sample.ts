@@ -112,7 +112,9 @@ export async function sampleCheck(
       m('embedding', `embedding has ${t.dims} dimensions, expected ${o.dims}`);
       vectorOk = false;
     }
-    if (o.model !== null && t.embedding_model !== o.model) {
+    // An app's plain SQL, written for the seed's schema, does not know embedding_model: NULL
+    // means "not recorded", not another model (the width is still checked).
+    if (o.model !== null && t.embedding_model !== null && t.embedding_model !== o.model) {
       m('embedding', `embedding_model is ${t.embedding_model ?? 'NULL'}, expected ${o.model}`);
     }
     if (reuse && src.embedding.vector && src.embedding.vector.length === o.dims) {
