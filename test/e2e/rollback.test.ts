@@ -169,8 +169,8 @@ for (const target of testTargets()) {
 
       // Every memory in Postgres is in SQLite with its latest content.
       await withDb(t, async (db) => {
-        const pg = await db.query<{ id: string; user_id: string; content: string; metadata: string; vec: string }>(
-          `SELECT id, user_id, content, metadata::text AS metadata, embedding::text AS vec FROM memories`,
+        const pg = await db.query<{ id: string; user_id: string; content: string; metadata: string; vec: string; created: string }>(
+          `SELECT id, user_id, content, metadata::text AS metadata, embedding::text AS vec, created_at::text AS created FROM memories`,
         );
         for (const m of pg) {
           const row = sqliteRow(file, m.id);
@@ -185,8 +185,12 @@ for (const target of testTargets()) {
           const back = Float32Array.from(JSON.parse(row.embedding));
           assert.deepEqual(Buffer.from(back.buffer), Buffer.from(parseVectorText(m.vec).buffer), 'the vector survives bit for bit');
           assert.deepEqual(JSON.parse(row.metadata), JSON.parse(m.metadata));
-          assert.match(row.created_at, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/, "timestamps in the file's format");
-          assert.match(row.updated_at, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/);
+          // The file's format, with the fraction of a second a row written at now() has, so
+          // that verify finds the same instant.
+          assert.match(row.created_at, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{3}(\d{3})?)?$/, "timestamps in the file's format");
+          const bare = (t: string) => t.replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
+          assert.equal(bare(row.created_at), bare(m.created), 'the exact instant');
+          assert.match(row.updated_at, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{3}(\d{3})?)?$/);
         }
         assert.equal(JSON.parse(sqliteRow(file, retagged)!.metadata).vip, true);
       });
