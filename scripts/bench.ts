@@ -34,6 +34,7 @@ import { contentHash, dedupHash } from '../src/source/canonical.js';
 import { cacheKeyForText, EmbeddingCache } from '../src/embed/cache.js';
 import { defaultFragments } from '../src/postgres/fragments.js';
 import { addMemoryRow, memoryCopyWriter, MEMORY_COPY_COLUMNS, type MemoryRow } from '../src/postgres/writer.js';
+import { rowUuid } from '../src/postgres/row-uuid.js';
 import { openDb, withDb, type Db, type TargetOptions } from '../src/postgres/connection.js';
 import { installSchema } from '../src/postgres/schema.js';
 import { MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../src/source/rules.js';
@@ -223,6 +224,7 @@ function writeCopyFiles(fixture: string, dims: number, csvPath: string, binPath:
     csv.write(
       [
         csvText(r.id),
+        rowUuid(r.id),
         csvText(r.userId),
         csvText(r.content),
         r.contentHash,
@@ -234,6 +236,7 @@ function writeCopyFiles(fixture: string, dims: number, csvPath: string, binPath:
         String(r.importanceScore),
         created.toISOString(),
         updated.toISOString(),
+        updated.toISOString(), // last_accessed_at, as the writer sets it
       ].join(',') + '\n',
     );
     addMemoryRow(writer, { ...r, createdAt: created, updatedAt: updated });
@@ -458,6 +461,7 @@ async function naiveLoop(url: string, fixture: string, dims: number): Promise<nu
     for (const r of memoryRows(fixture, dims)) {
       batch.push({
         id: r.id,
+        uuid: rowUuid(r.id),
         user_id: r.userId,
         content: r.content,
         content_hash: r.contentHash,
@@ -469,6 +473,7 @@ async function naiveLoop(url: string, fixture: string, dims: number): Promise<nu
         importance_score: r.importanceScore,
         created_at: r.createdAt ?? new Date(),
         updated_at: r.updatedAt ?? r.createdAt ?? new Date(),
+        last_accessed_at: r.updatedAt ?? r.createdAt ?? new Date(),
       });
       if (batch.length >= 500) await flush();
     }
