@@ -44,6 +44,11 @@ export interface SourceFile {
   rows(filter?: SourceFilter): IterableIterator<SourceRow>;
   /** The rows of rows(filter) without content and embedding, in rowid order, page by page. */
   keys(filter?: SourceFilter): IterableIterator<SourceKey>;
+  /**
+   * The id of each row of rows(filter) as rows() gives it (rowid:N when NULL), in rowid
+   * order, page by page: what a catch-up run compares Postgres with, at a fraction of keys().
+   */
+  ids(filter?: SourceFilter): IterableIterator<string>;
   /** Row count per user id, ordered by user id (NULL first). */
   users(filter?: SourceFilter): { userId: string | null; count: number }[];
   /** sha256 hex of the main file's bytes, read in chunks. */
@@ -151,6 +156,7 @@ function memorySource(
     `SELECT rowid AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ` +
     `${contentExpr} AS content, ${c.embedding ?? 'NULL'} AS embedding, ${light}`;
   const selectKeys = `SELECT rowid AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ${light}`;
+  const selectIds = `SELECT rowid AS r, CAST(${c.id} AS TEXT) AS id FROM ${c.table}`;
   const utf8 = o.utf8;
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   const lossy = new TextDecoder('utf-8', { ignoreBOM: true });
@@ -284,6 +290,11 @@ function memorySource(
         }
       }
     },
+    *ids(filter = {}) {
+      for (const page of pages<[r: number, id: string | null]>(selectIds, filter, o.keysPageSize)) {
+        for (const [r, id] of page) yield id ?? `rowid:${r}`;
+      }
+    },
     users(filter = {}) {
       const w = where(filter, filter.afterRowid);
       const inner =
@@ -310,6 +321,7 @@ function emptySource(info: SourceInfo): SourceFile {
     count: () => 0,
     *rows() {},
     *keys() {},
+    *ids() {},
     users: () => [],
     sha256: () => fileSha256(info.path),
     close() {},
