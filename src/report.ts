@@ -32,6 +32,23 @@ export interface MemoryCounts {
   warnings: Record<string, number>;
 }
 
+/** What a mirrored run deleted (or, on a dry run, would delete). */
+export interface DeletedCounts {
+  /** Stored memories whose source row is gone. */
+  memories: number;
+  /** Duplicate records (memory_duplicates rows) whose source row is gone. */
+  duplicates: number;
+  /** Skip records (migration_skips, rejected rows included) whose source row is gone. */
+  skips: number;
+  /** Prompt fragments whose source row is gone. */
+  fragments: number;
+  /**
+   * Rows still in the file that were recorded as duplicates of a deleted memory: their records
+   * go with it (ON DELETE CASCADE) and the load that follows stores or re-records them.
+   */
+  reloadedDuplicates: number;
+}
+
 export interface MigrationReport {
   ok: boolean;
   command: string;
@@ -69,6 +86,8 @@ export interface MigrationReport {
     estimatedCostUsd: number;
     etaSeconds: number;
   };
+  /** With --mirror-deletes: records of rows gone from the file, deleted before the load (a dry run: would be). */
+  deleted?: DeletedCounts;
   timings: { loadMs: number; indexMs: number; selftestMs: number };
   durationMs: number;
   error?: string;
@@ -177,6 +196,7 @@ export function formatSummary(r: MigrationReport): string {
   if (warnings.length > 0) lines.push(`warnings: ${warnings.map(([k, v]) => `${k} ${v}`).join(', ')}`);
   const dups = m.duplicates;
   if (dups.total > 0) lines.push(`duplicates: exact ${dups.exact}, fuzzy ${dups.fuzzy}, semantic ${dups.semantic}`);
+  if (r.deleted) lines.push(formatDeleted(r.deleted, r.dryRun));
   for (const ix of r.indexes) {
     if (ix.action !== 'skipped-empty') lines.push(`index ${ix.index}: ${ix.action} (rows ${ix.rows}, lists ${ix.lists}, ${ix.ms} ms)`);
   }
@@ -194,6 +214,18 @@ export function formatSummary(r: MigrationReport): string {
   if (e.rejected > 0) lines.push(`inputs the embedding API rejected (stored without a vector): ${e.rejected}, see --reject-file and --report`);
   lines.push(`duration: ${(r.durationMs / 1000).toFixed(1)} s`);
   return lines.join('\n');
+}
+
+/** The one line saying what --mirror-deletes deleted (or, on a dry run, would delete). */
+export function formatDeleted(d: DeletedCounts, dryRun: boolean): string {
+  const total = d.memories + d.duplicates + d.skips + d.fragments;
+  return (
+    `${dryRun ? 'would delete' : 'deleted'} ${total} record${total === 1 ? '' : 's'} of rows gone from the SQLite file: ` +
+    `memories ${d.memories}, duplicates ${d.duplicates}, skips ${d.skips}, fragments ${d.fragments}` +
+    (d.reloadedDuplicates > 0
+      ? `; ${dryRun ? 'would reload' : 'reloaded'} ${d.reloadedDuplicates} duplicate row${d.reloadedDuplicates === 1 ? '' : 's'} whose original was deleted`
+      : '')
+  );
 }
 
 /** One self-test check as a line: ✅ or ❌, its name, and the detail if any. */

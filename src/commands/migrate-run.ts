@@ -11,13 +11,13 @@ import { installSchema, existingTables } from '../postgres/schema.js';
 import { buildVectorIndexes, INDEX_BUILD_STEPS } from '../postgres/indexes.js';
 import { acquireIndexLock, acquireRunLock, type RunLock } from '../postgres/lock.js';
 import { startRun, finishRun, unfinishedRun } from '../postgres/ledger.js';
-import { runPipeline, Interrupted, type DedupOptions } from '../pipeline/index.js';
+import { mirrorDeletes, noDeletes, runPipeline, Interrupted, type DedupOptions } from '../pipeline/index.js';
 import { runSelftest } from '../selftest.js';
 import { estimateCostUsd } from '../embed/models.js';
 import { emptyMigrationReport, MAX_SKIPPED_IN_REPORT, type MigrationReport, type SkippedRow } from '../report.js';
 import type { Db } from '../postgres/connection.js';
 import type { Output } from '../output.js';
-import { describeLoadError, errorMessage, oneLine } from '../errors.js';
+import { describeLoadError, errorMessage, oneLine, UsageError } from '../errors.js';
 import { redact } from '../secrets.js';
 import { fileSize, preflight, readRejects, writeReportFile } from './migrate-steps.js';
 import {
@@ -41,6 +41,7 @@ export interface MigrateFlags extends TargetFlags, EmbedderFlags {
   forceRecreate?: boolean;
   backup?: boolean;
   skipTest?: boolean;
+  userInMetadata?: boolean;
   dryRun?: boolean;
   limit?: number;
   user?: string[];
@@ -51,6 +52,8 @@ export interface MigrateFlags extends TargetFlags, EmbedderFlags {
   batchSize?: number;
   /** --busy-timeout: ms to wait for a writer's lock on the SQLite file. */
   busyTimeout?: number;
+  /** --mirror-deletes: delete from Postgres the records of rows deleted from the file. */
+  mirrorDeletes?: boolean;
   json?: boolean;
   report?: string;
 }
@@ -68,6 +71,11 @@ export const EXIT_INTERRUPTED = 130;
 export async function migrate(flags: MigrateFlags, out: Output): Promise<{ report: MigrationReport; exitCode: number }> {
   const started = Date.now();
   const dryRun = flags.dryRun ?? false;
+  if (flags.mirrorDeletes && flags.limit !== undefined) {
+    throw new UsageError(
+      '--mirror-deletes cannot be combined with --limit: a limited run does not read the whole file, so it cannot tell which rows were deleted; drop --limit',
+    );
+  }
   // Validate everything that can be validated before touching the target.
   const provider = buildProvider(flags);
   const source = openSource(flags.sqlite, flags.busyTimeout !== undefined ? { busyTimeoutMs: flags.busyTimeout } : {});
@@ -107,6 +115,12 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
   process.on('SIGTERM', onSignal);
   try {
     report.source.sha256 = source.sha256();
+    if (flags.mirrorDeletes && report.source.empty) {
+      // A wrong path or an emptied file would otherwise delete every migrated row.
+      throw new UsageError(
+        `--mirror-deletes needs the memories table, and ${flags.sqlite} has none: it would delete every migrated row; check --sqlite`,
+      );
+    }
     const filter: SourceFilter = {
       ...(flags.user && flags.user.length > 0 ? { users: flags.user } : {}),
       ...(flags.shard ? { shard: flags.shard } : {}),
@@ -162,6 +176,18 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
       report.runId = runId;
     }
 
+    if (flags.mirrorDeletes) {
+      // Before the load: the duplicates of a deleted memory lose their records with it, and
+      // the load that follows stores or re-records them (see mirror-deletes.ts).
+      report.deleted = db
+        ? await mirrorDeletes(db, source, {
+            scope: { users: flags.user ?? [], shard: flags.shard ?? null },
+            dryRun,
+            runId,
+          })
+        : noDeletes();
+    }
+
     const service = buildService(provider, db, dryRun);
     const progress = createProgress(out, { label: 'memories', total, service, provider: provider as { inflight?: number } });
     phase = 'load';
@@ -182,6 +208,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         runId,
         // Rows PostgreSQL cannot store go to the reject file too; a dry run writes nothing.
         ...(flags.rejectFile && !dryRun ? { rejectFile: flags.rejectFile } : {}),
+        userInMetadata: flags.userInMetadata ?? false,
         signal: controller.signal,
         onProgress: (p) => progress.update(p.done, p.memories),
         onSkip: (row) => allSkipped.push(row),
@@ -275,7 +302,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
 }
 
 function countsOf(r: MigrationReport) {
-  return { memories: r.memories, fragments: r.fragments, embeddings: r.embeddings };
+  return { memories: r.memories, fragments: r.fragments, embeddings: r.embeddings, ...(r.deleted ? { deleted: r.deleted } : {}) };
 }
 
 /** Options as recorded in the ledger: no URLs, no keys. */
@@ -293,5 +320,8 @@ function ledgerOptions(f: MigrateFlags): Record<string, unknown> {
     dedupSkip: f.dedupSkip ?? false,
     batchSize: f.batchSize ?? MIGRATE_DEFAULTS.batchSize,
     forceRecreate: f.forceRecreate ?? false,
+    mirrorDeletes: f.mirrorDeletes ?? false,
+    // verify and rollback read it: the stored metadata has the user added.
+    userInMetadata: f.userInMetadata ?? false,
   };
 }

@@ -43,6 +43,16 @@ export const migrateCommand: CliCommand<MigrateFlags & { rollback?: boolean }, M
       )
       .option('--dedup-threshold <x>', 'fuzzy: Jaccard threshold (default 0.9); semantic: cosine similarity (default 0.85)', parseFraction('--dedup-threshold'))
       .option('--dedup-skip', 'fuzzy/semantic: do not store matches (default: store and record them)', false)
+      .option(
+        '--mirror-deletes',
+        'catch-up runs: delete from Postgres the records of rows deleted from the SQLite file since an earlier run (never rows an app wrote in Postgres; not with --limit)',
+        false,
+      )
+      .option(
+        '--user-in-metadata',
+        "also keep each memory's user in its metadata as user_id, so clients that filter only inside metadata (LangChain PGVectorStore) can scope to a user",
+        false,
+      )
       .option('--batch-size <n>', 'rows per committed batch', parsePositiveInt('--batch-size'), MIGRATE_DEFAULTS.batchSize)
       .option('--reject-file <file>', 'JSON Lines file for inputs the embedding API refused (id, user, reason)', MIGRATE_DEFAULTS.rejectFile)
       .option('--busy-timeout <ms>', 'ms to wait while another process holds a write lock on the SQLite file', parsePositiveInt('--busy-timeout', 0), DEFAULT_BUSY_TIMEOUT_MS)

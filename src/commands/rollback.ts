@@ -12,6 +12,7 @@ import { SqliteWriteBack, type StoredMemory } from '../source/write-back.js';
 import type { TimestampFormat } from '../source/timestamp-format.js';
 import { parseVectorText } from '../postgres/vector-text.js';
 import { parseTimestampText } from '../source/timestamps.js';
+import { withUserId } from '../source/metadata.js';
 import { tableDimensions } from '../postgres/schema.js';
 import { lastCommittedRun } from '../postgres/ledger.js';
 import type { Output } from '../output.js';
@@ -73,6 +74,8 @@ interface PgRow {
   user_id: string;
   content: string;
   metadata: string;
+  /** The metadata without its user_id key (what --user-in-metadata added). */
+  metadata_without_user: string;
   /** ISO 8601 UTC to the microsecond, as stored. */
   created: string;
   updated: string;
@@ -140,6 +143,8 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
     if (dims === null) throw new UsageError(`${report.target} has no memories table: there is nothing to roll back`);
     const run = await lastCommittedRun(db);
     const fileModel = typeof run?.options['sourceModel'] === 'string' ? (run.options['sourceModel'] as string) : null;
+    // migrate --user-in-metadata added user_id to the stored metadata: not a change of the row.
+    const userInMetadata = run?.options['userInMetadata'] === true;
 
     lite = SqliteWriteBack.open(path, { readOnly: dryRun });
     if (!dryRun) {
@@ -162,7 +167,7 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
     let last = '';
     for (;;) {
       const page = await db.query<PgRow>(
-        `SELECT id, user_id, content, metadata::text AS metadata,
+        `SELECT id, user_id, content, metadata::text AS metadata, (metadata - 'user_id')::text AS metadata_without_user,
                 to_char(created_at, ${EXACT_UTC}) AS created, to_char(updated_at, ${EXACT_UTC}) AS updated, embedding_model
            FROM memories WHERE id > $1 ORDER BY id LIMIT ${PAGE}`,
         [last],
@@ -177,7 +182,10 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
       // original text.
       const sameMetadata = await idsWithStoredMetadata(
         db,
-        page.flatMap((pg, i) => (existingRows[i] ? [{ id: pg.id, md: existingRows[i]!.metadataJson }] : [])),
+        page.flatMap((pg, i) => {
+          const e = existingRows[i];
+          return e ? [{ id: pg.id, md: userInMetadata && e.userId !== null ? withUserId(e.metadataJson, e.userId) : e.metadataJson }] : [];
+        }),
       );
       for (const [i, pg] of page.entries()) {
         const existing = existingRows[i]!;
@@ -242,7 +250,7 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
         }
         lite.update(p.existing!, {
           content: p.row.changes.includes('content') ? { text: p.pg.content, embedding: vectors.get(p.pg.id) ?? null } : undefined,
-          metadata: p.row.changes.includes('metadata') ? p.pg.metadata : undefined,
+          metadata: p.row.changes.includes('metadata') ? metadataToWrite(p.pg, p.existing!, userInMetadata) : undefined,
           userId: p.row.changes.includes('user_id') ? p.pg.user_id : undefined,
           updatedAt,
         });
@@ -298,4 +306,11 @@ function renderRollbackReport(r: RollbackReport, out: Output): void {
   if (r.backup) out.info(`Backup: ${r.backup}${r.backupWal ? ` and ${r.backupWal}` : ''}`);
   if (!r.dryRun) out.info(`Switch the app back to SQLite:\n  ${r.switch}`);
   else out.info(`After a real rollback, switch the app with: ${r.switch}`);
+}
+
+/** Changed metadata goes back without the user_id that migrate --user-in-metadata added. */
+function metadataToWrite(pg: PgRow, existing: StoredMemory, userInMetadata: boolean): string {
+  if (!userInMetadata) return pg.metadata;
+  const had = Object.prototype.hasOwnProperty.call(JSON.parse(existing.metadataJson) as object, 'user_id');
+  return had ? pg.metadata : pg.metadata_without_user;
 }

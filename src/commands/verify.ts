@@ -92,7 +92,9 @@ export const verifyCommand: CliCommand<VerifyFlags, VerifyReport> = {
       await db?.close().catch(() => {});
       source.close();
     }
-    report.ok = report.mismatchCount === 0;
+    // Still exit 3 when the only differences are the app's writes since the migration: verify
+    // certifies that Postgres and the file agree, and they do not (yet). rollback makes them.
+    report.ok = report.mismatchCount === 0 && report.sinceMigration.added + report.sinceMigration.changed === 0;
     report.durationMs = Date.now() - started;
     return { report, exitCode: report.ok ? 0 : EXIT_MISMATCH };
   },
@@ -107,7 +109,7 @@ function scopeOf(run: LedgerRun | null): Scope & { shardText: string | null } {
   const limit = typeof opts['limit'] === 'number' ? (opts['limit'] as number) : null;
   const shardText = typeof opts['shard'] === 'string' ? (opts['shard'] as string) : null;
   const shard = shardText && /^\d+\/\d+$/.test(shardText) ? { index: Number(shardText.split('/')[0]), count: Number(shardText.split('/')[1]) } : null;
-  return { users, limit, shard, shardText };
+  return { users, limit, shard, shardText, userInMetadata: opts['userInMetadata'] === true };
 }
 
 /** Model and width the stored vectors must have: the flags, else the ledger, else the table. */
@@ -162,6 +164,21 @@ function renderVerifyReport(r: VerifyReport, out: Output): void {
     if (r.index.fix) out.info(`⚠️  ${r.index.fix}`);
   }
   out.info(`Fragments: ${r.fragments.checked} of ${r.fragments.source} compared (${r.fragments.target} migrated fragments in Postgres)`);
+  const since = r.sinceMigration;
+  if (since.added + since.changed > 0) {
+    out.info(
+      `Since the migration, Postgres has ${since.added} row${since.added === 1 ? '' : 's'} added and ${since.changed} changed by the app ` +
+        `(not in the SQLite file; rollback writes them there):`,
+    );
+    for (const m of since.rows.slice(0, 20)) out.info(`  ${m.id}${m.user !== null ? ` (${m.user})` : ''} — ${m.check}: ${m.detail}`);
+  }
+  if (r.mismatchCount === 0 && !r.ok) {
+    out.error(
+      `❌ No damage found, but Postgres is ahead of the SQLite file by the app's writes above: ` +
+        `run rollback to take them into SQLite (exit 3 until both agree).`,
+    );
+    return;
+  }
   if (r.ok) {
     out.info(`✅ Parity verified: no mismatches${r.pending ? ` (${r.pending} rows pending)` : ''}.`);
     return;

@@ -3,7 +3,7 @@
 import { fragmentFromSource } from '../postgres/fragments.js';
 import type { SourceRow } from '../source/types.js';
 import { contentHash, dedupHash } from '../source/canonical.js';
-import { categoryOf, importanceOf } from '../source/metadata.js';
+import { categoryOf, importanceOf, withUserId } from '../source/metadata.js';
 import { isSystemUser, MAX_CONTENT_BYTES, SYSTEM_PROMPTS_USER } from '../source/rules.js';
 import type { SkippedRow } from '../report.js';
 import { reject, skip, userCounts, warn } from './counts.js';
@@ -74,13 +74,16 @@ export async function classifyRows(opts: PipelineOptions, batch: SourceBatch, co
     }
     if (row.metadata.warning) warn(counts, 'metadata not JSON (kept as {raw})');
     if (row.metadata.duplicateKeys > 0) warn(counts, 'metadata with duplicate keys (the last one kept, as PostgreSQL does)');
-    memories.push(toMemory(row));
+    if (opts.userInMetadata && row.metadata.fields['user_id'] !== undefined && row.metadata.fields['user_id'] !== row.userId) {
+      warn(counts, "metadata.user_id replaced by the row's user (--user-in-metadata)");
+    }
+    memories.push(toMemory(row, opts.userInMetadata === true));
   }
   return { memories, fragments, skips, rejects };
 }
 
 /** A row that passed skipReason (so its user is set) as a memory, its vector not chosen yet. */
-function toMemory(row: SourceRow): PreparedMemory {
+function toMemory(row: SourceRow, userInMetadata: boolean): PreparedMemory {
   return {
     source: row,
     id: row.id,
@@ -90,7 +93,7 @@ function toMemory(row: SourceRow): PreparedMemory {
     dedupHash: dedupHash(row.content),
     embedding: null,
     embeddingModel: null,
-    metadata: row.metadata.json,
+    metadata: userInMetadata ? withUserId(row.metadata.json, row.userId!) : row.metadata.json,
     category: categoryOf(row.metadata.fields),
     importanceScore: importanceOf(row.metadata.fields),
     createdAt: row.createdAt,

@@ -35,6 +35,8 @@ export interface PipelineOptions {
   runId: number | null;
   /** --reject-file: rows PostgreSQL cannot store are appended to it once they are recorded. */
   rejectFile?: string;
+  /** Also keep each memory's user in its metadata as user_id (see withUserId). */
+  userInMetadata?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: PipelineProgress) => void;
   onSkip?: (row: SkippedRow) => void;

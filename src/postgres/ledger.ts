@@ -87,13 +87,25 @@ export async function startRun(
   return id;
 }
 
-/** Called inside each batch's transaction, so the checkpoint is exactly what was committed. */
+/**
+ * Called inside each batch's transaction, so the checkpoint is exactly what was committed.
+ * Merged like finishRun's: what a step before the load recorded (recordCounts) stays.
+ */
 export async function checkpoint(db: Db, id: number, rowid: number, counts: unknown): Promise<void> {
-  await db.query(`UPDATE migration_runs SET checkpoint_rowid = $2, counts = $3::text::jsonb WHERE id = $1`, [
+  await db.query(`UPDATE migration_runs SET checkpoint_rowid = $2, counts = counts || $3::text::jsonb WHERE id = $1`, [
     id,
     rowid,
     JSON.stringify(counts),
   ]);
+  await sign(db, id);
+}
+
+/**
+ * Merges `counts` into the run's (top-level keys replace). Called inside the transaction of
+ * a step that is not a batch, so the ledger says what the step did exactly when it committed.
+ */
+export async function recordCounts(db: Db, id: number, counts: Record<string, unknown>): Promise<void> {
+  await db.query(`UPDATE migration_runs SET counts = counts || $2::text::jsonb WHERE id = $1`, [id, JSON.stringify(counts)]);
   await sign(db, id);
 }
 
@@ -162,4 +174,18 @@ export async function verifyLedger(db: Db, secret: string): Promise<LedgerCheck[
       ? { id: Number(r.id), ok: true }
       : { id: Number(r.id), ok: false, reason: 'HMAC mismatch: the row was changed after it was written' };
   });
+}
+
+/**
+ * When the committed runs began and last ended (ISO 8601 text, exact), or nulls without one.
+ * verify uses them to tell what an app wrote in Postgres after the migration from what the
+ * migration wrote.
+ */
+export async function migrationWindow(db: Db): Promise<{ firstStarted: string | null; lastFinished: string | null }> {
+  const [w] = await db.query<{ first: string | null; last: string | null }>(
+    `SELECT to_char(min(started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS first,
+            to_char(max(finished_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS last
+       FROM migration_runs WHERE status = 'committed'`,
+  );
+  return { firstStarted: w?.first ?? null, lastFinished: w?.last ?? null };
 }

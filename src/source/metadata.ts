@@ -140,3 +140,16 @@ function distinctKeys(value: unknown): number {
   for (const key in value as Record<string, unknown>) k += 1 + distinctKeys((value as Record<string, unknown>)[key]);
   return k;
 }
+
+/**
+ * The metadata JSON text (an object) with the row's user added as `user_id`, for
+ * `migrate --user-in-metadata`: clients that filter only inside metadata (LangChain's
+ * PGVectorStore) can then scope a search to a user. Appended as text, so every other byte
+ * and number stays the source's; as the last key it wins over a user_id the source had, in
+ * jsonb as in JSON.parse. migrate, verify and rollback all expect it through this function.
+ */
+export function withUserId(json: string, user: string): string {
+  const end = json.lastIndexOf('}');
+  const empty = /^\s*\{\s*\}\s*$/.test(json);
+  return `${json.slice(0, end)}${empty ? '' : ','}"user_id":${JSON.stringify(user)}${json.slice(end)}`;
+}

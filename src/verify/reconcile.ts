@@ -7,8 +7,10 @@ import type { SourceFile } from '../source/reader.js';
 import { shardOf } from '../source/shard.js';
 import { storableText, SYSTEM_PROMPTS_USER } from '../source/rules.js';
 import type { Db } from '../postgres/connection.js';
-import { MAX_REPORTED, type RecordMismatch, type UserCounts, type VerifyReport } from './report.js';
+import { MAX_REPORTED, recordChange, type RecordMismatch, type UserCounts, type VerifyReport } from './report.js';
+import { migrationWindow } from '../postgres/ledger.js';
 import { instantText } from '../source/timestamps.js';
+import { withUserId } from '../source/metadata.js';
 
 const PAGE = 2000;
 
@@ -17,6 +19,8 @@ export interface Scope {
   users: string[];
   limit: number | null;
   shard: { index: number; count: number } | null;
+  /** The run kept each memory's user in its metadata (migrate --user-in-metadata). */
+  userInMetadata: boolean;
 }
 
 export interface Reconciled {
@@ -49,8 +53,11 @@ export async function reconcile(
   const memoryRowids: number[] = [];
   const fragmentIds = new Set<string>();
   const sourceIds = new Set<string>();
+  /** Rows the app moved to another user since the migration: [stored under, source's user]. */
+  const movedSinceMigration: [string | null, string | null][] = [];
   let fragmentsMissing = 0;
   const c = report.counts;
+  const since = await migrationWindow(db);
 
   const userSet = scope.users.length > 0 ? new Set(scope.users) : null;
   let inFilter = 0;
@@ -65,7 +72,8 @@ export async function reconcile(
         id: storableText(p.id),
         user: p.userId === null ? null : storableText(p.userId),
         inScope,
-        md: p.metadataJson,
+        // What the migration stored: with --user-in-metadata, the user added (as a memory).
+        md: scope.userInMetadata && p.userId !== null && p.userId !== SYSTEM_PROMPTS_USER ? withUserId(p.metadataJson, p.userId) : p.metadataJson,
         created: instantText(p.createdAt),
         updated: instantText(p.updatedAt ?? p.createdAt),
       };
@@ -77,6 +85,7 @@ export async function reconcile(
               m.id IS NOT NULL AND m.metadata IS DISTINCT FROM x.md::jsonb AS md_differs,
               m.id IS NOT NULL AND x.created IS NOT NULL AND m.created_at IS DISTINCT FROM x.created AS created_differs,
               m.id IS NOT NULL AND x.updated IS NOT NULL AND m.updated_at IS DISTINCT FROM x.updated AS updated_differs,
+              m.updated_at > $2::timestamptz AS changed_since,
               to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_created,
               to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.USZ') AS m_updated,
               EXISTS (SELECT 1 FROM memory_duplicates d WHERE d.duplicate_id = x.id) AS dup,
@@ -85,7 +94,7 @@ export async function reconcile(
               EXISTS (SELECT 1 FROM prompt_fragments f WHERE f.id = x.id) AS frag
          FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text, created timestamptz, updated timestamptz)
          LEFT JOIN memories m ON m.id = x.id`,
-      [JSON.stringify(rows.map((r) => ({ id: r.id, md: r.md, created: r.created, updated: r.updated })))],
+      [JSON.stringify(rows.map((r) => ({ id: r.id, md: r.md, created: r.created, updated: r.updated }))), since.lastFinished],
     );
     const byId = new Map(found.map((f) => [f.id, f]));
     const metadataDiffers = rows.filter((r) => byId.get(r.id)?.md_differs === true);
@@ -98,6 +107,22 @@ export async function reconcile(
       if (r.inScope) c.inScope++;
       const f = byId.get(r.id);
       if (f?.m_user !== null && f?.m_user !== undefined) {
+        // updated_at moves with every change of content or metadata (the touch trigger), so a
+        // row rollback already took into SQLite has the same updated_at on both sides.
+        if (f.changed_since && (f.updated_differs || f.md_differs || f.m_user !== r.user || f.created_differs)) {
+          // Written in Postgres after the last run (the app, after cutover): a change since the
+          // migration, which rollback takes back into SQLite, not damage. Not sampled: its
+          // content and vector are the app's now.
+          if (f.m_user !== r.user) movedSinceMigration.push([f.m_user, r.user]);
+          const fields = [f.m_user !== r.user && 'user_id', f.md_differs && 'metadata', f.created_differs && 'created_at'].filter(Boolean);
+          recordChange(report, {
+            id: r.id,
+            user: r.user,
+            check: 'changed',
+            detail: `updated in Postgres at ${f.m_updated}, after the last run${fields.length ? ` (${fields.join(', ')} differ)` : ''}`,
+          });
+          continue;
+        }
         memoryRowids.push(r.rowid);
         if (f.m_user !== r.user) {
           mismatch({ id: r.id, user: r.user, check: 'user_id', detail: `stored under user ${f.m_user}, the source says ${r.user}` });
@@ -127,6 +152,45 @@ export async function reconcile(
     }
   }
 
+  // Rows in Postgres that the SQLite file does not have; those an app added since the
+  // migration are listed apart and left out of the per-user counts below.
+  const addedPerUser = new Map<string, number>();
+  const extraQueries: [string, string][] = [
+    // A row the app inserted has a random uuid (the migration's derive from the id), or was
+    // created after the migration began.
+    [
+      'memories',
+      `SELECT id, user_id AS u, (uuid <> memory_migrate_uuid(id) OR created_at > $2::timestamptz) AS added,
+              to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created
+         FROM memories WHERE id > $1 ORDER BY id LIMIT ${PAGE}`,
+    ],
+    [
+      'memory_duplicates',
+      `SELECT DISTINCT duplicate_id AS id, user_id AS u FROM memory_duplicates
+        WHERE duplicate_id > $1 AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = duplicate_id) ORDER BY duplicate_id LIMIT ${PAGE}`,
+    ],
+    ['migration_skips', `SELECT source_id AS id, user_id AS u FROM migration_skips WHERE source_id > $1 ORDER BY source_id LIMIT ${PAGE}`],
+    ['prompt_fragments', `SELECT id, '${SYSTEM_PROMPTS_USER}' AS u FROM prompt_fragments WHERE id > $1 AND id NOT LIKE 'default:%' ORDER BY id LIMIT ${PAGE}`],
+  ];
+  for (const [table, sql] of extraQueries) {
+    let last = '';
+    for (;;) {
+      const page = await db.query<{ id: string; u: string | null; added?: boolean; created?: string }>(sql, table === 'memories' ? [last, since.firstStarted] : [last]);
+      if (page.length === 0) break;
+      last = page[page.length - 1]!.id;
+      for (const r of page) {
+        if (sourceIds.has(r.id)) continue;
+        if (r.added) {
+          addedPerUser.set(key(r.u), (addedPerUser.get(key(r.u)) ?? 0) + 1);
+          recordChange(report, { id: r.id, user: r.u, check: 'added', detail: `added in Postgres at ${r.created}, not in the SQLite file` });
+          continue;
+        }
+        c.extra++;
+        mismatch({ id: r.id, user: r.u, check: 'extra', detail: `in Postgres (${table}) but not in the SQLite file` });
+      }
+      if (page.length < PAGE) break;
+    }
+  }
   // The Postgres side, per user. Duplicates and skips are counted once per source id, and not
   // when the id is also stored (a fuzzy match kept as a memory).
   const add = (rows: { u: string | null; n: number }[], field: 'memories' | 'duplicates' | 'skipped' | 'fragments') => {
@@ -136,6 +200,14 @@ export async function reconcile(
     }
   };
   add(await db.query(`SELECT user_id AS u, count(*)::int AS n FROM memories GROUP BY user_id`), 'memories');
+  for (const [user, n] of addedPerUser) {
+    u(user === '(null)' ? null : user).memories -= n;
+    c.memories -= n;
+  }
+  for (const [storedUnder, sourceUser] of movedSinceMigration) {
+    u(storedUnder).memories--;
+    u(sourceUser).memories++;
+  }
   add(
     await db.query(
       `SELECT d.user_id AS u, count(DISTINCT d.duplicate_id)::int AS n FROM memory_duplicates d
@@ -174,31 +246,6 @@ export async function reconcile(
   report.counts.users = Object.fromEntries(users);
   report.pending = c.pending;
 
-  // Rows in Postgres that the SQLite file does not have.
-  const extraQueries: [string, string][] = [
-    ['memories', `SELECT id, user_id AS u FROM memories WHERE id > $1 ORDER BY id LIMIT ${PAGE}`],
-    [
-      'memory_duplicates',
-      `SELECT DISTINCT duplicate_id AS id, user_id AS u FROM memory_duplicates
-        WHERE duplicate_id > $1 AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = duplicate_id) ORDER BY duplicate_id LIMIT ${PAGE}`,
-    ],
-    ['migration_skips', `SELECT source_id AS id, user_id AS u FROM migration_skips WHERE source_id > $1 ORDER BY source_id LIMIT ${PAGE}`],
-    ['prompt_fragments', `SELECT id, '${SYSTEM_PROMPTS_USER}' AS u FROM prompt_fragments WHERE id > $1 AND id NOT LIKE 'default:%' ORDER BY id LIMIT ${PAGE}`],
-  ];
-  for (const [table, sql] of extraQueries) {
-    let last = '';
-    for (;;) {
-      const page = await db.query<{ id: string; u: string | null }>(sql, [last]);
-      if (page.length === 0) break;
-      last = page[page.length - 1]!.id;
-      for (const r of page) {
-        if (sourceIds.has(r.id)) continue;
-        c.extra++;
-        mismatch({ id: r.id, user: r.u, check: 'extra', detail: `in Postgres (${table}) but not in the SQLite file` });
-      }
-      if (page.length < PAGE) break;
-    }
-  }
   return { memoryRowids, fragmentIds, fragmentsMissing };
 }
 
@@ -225,6 +272,7 @@ interface StoredRowCheck {
   m_updated: string | null;
   dup: boolean;
   skip: boolean;
+  changed_since: boolean | null;
   /** The reason of a rejected record, else null. */
   rejected: string | null;
   frag: boolean;

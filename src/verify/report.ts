@@ -66,8 +66,20 @@ export interface VerifyReport {
   fragments: { source: number; target: number; checked: number };
   mismatchCount: number;
   mismatches: VerifyMismatch[];
+  /**
+   * What the app wrote in Postgres after the migration: rows added (not in the file; a random
+   * uuid or created after the first run began) and rows changed (updated_at after the last
+   * run). Not mismatches: `rollback` takes them into SQLite. Listed up to MAX_REPORTED.
+   */
+  sinceMigration: { added: number; changed: number; rows: VerifyMismatch[] };
   notes: string[];
   durationMs: number;
+}
+
+/** Records a row the app added or changed in Postgres since the migration (check 'added' or 'changed'). */
+export function recordChange(report: VerifyReport, row: VerifyMismatch & { check: 'added' | 'changed' }): void {
+  report.sinceMigration[row.check]++;
+  if (report.sinceMigration.rows.length < MAX_REPORTED) report.sinceMigration.rows.push(row);
 }
 
 /** How a check reports a mismatch: counted always, listed up to MAX_REPORTED. */
@@ -100,6 +112,7 @@ export function emptyVerifyReport(source: string, target: string, seed: number, 
     fragments: { source: 0, target: 0, checked: 0 },
     mismatchCount: 0,
     mismatches: [],
+    sinceMigration: { added: 0, changed: 0, rows: [] },
     notes: [],
     durationMs: 0,
   };

@@ -80,6 +80,14 @@ for (const target of testTargets()) {
           return tx.query<Record<string, string>>(`EXPLAIN ${report.cutover.query}`, [v!.v, 5]);
         });
         assert.match(plan.map((r) => Object.values(r)[0]).join('\n'), /memories_embedding_idx/);
+        // A client that never sets probes (LangChain) gets the ones the index needs.
+        if (target.name === 'postgres') {
+          assert.deepEqual(report.cutover.probesDefault, { set: true });
+          const [p] = await db.query<{ p: string }>(`SELECT current_setting('ivfflat.probes') AS p`);
+          assert.equal(Number(p!.p), report.cutover.probes);
+        } else {
+          assert.equal(report.cutover.probesDefault.set, false);
+        }
         const [{ n }] = (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM memories`)) as [{ n: number }];
         assert.ok(n >= 30, `migrated ${n} rows`);
         assert.deepEqual(await hashMismatches(db), []);
@@ -163,7 +171,7 @@ for (const target of testTargets()) {
       });
     });
 
-    test("rows the app wrote with plain SQL after cutover go back into SQLite with rollback, and verify then passes", async () => {
+    test("rows the app wrote with plain SQL after cutover: verify lists them as added/changed, rollback takes them into SQLite", async () => {
       const t = await target.fresh();
       const file = corpusFile(`roundtrip-${target.name}.db`);
       await migrate(file, t);
@@ -181,6 +189,16 @@ for (const target of testTargets()) {
         await db.query(`UPDATE memories SET content = 'Edited in Postgres after cutover' WHERE id = 'mem_5'`);
         return [a!.id, b!.id];
       });
+      // verify reports them as the app's writes since the migration, not as damage.
+      const before = await runCli(['verify', '--sqlite', file, ...targetArgs(t), '--json', '--sample', '1000']);
+      assert.equal(before.code, 3, 'Postgres and the file differ until rollback');
+      assert.equal(parseJson(before).mismatchCount, 0, before.stdout);
+      const since = parseJson(before).sinceMigration;
+      assert.deepEqual({ added: since.added, changed: since.changed }, { added: 2, changed: 1 });
+      assert.deepEqual(since.rows.map((r: any) => `${r.id}:${r.check}`).sort(), [...added.map((id) => `${id}:added`), 'mem_5:changed'].sort());
+      const human = await runCli(['verify', '--sqlite', file, ...targetArgs(t)]);
+      assert.match(human.stdout + human.stderr, /Since the migration, Postgres has 2 rows added and 1 changed by the app/);
+      assert.match(human.stderr, /No damage found, but Postgres is ahead of the SQLite file/);
       const rb = await runCli(['rollback', '--sqlite', file, ...targetArgs(t), '--json']);
       assert.equal(rb.code, 0, rb.stderr);
       const sqlite = new Database(file, { readonly: true });
@@ -194,6 +212,40 @@ for (const target of testTargets()) {
       }
       const v = await runCli(['verify', '--sqlite', file, ...targetArgs(t), '--json', '--sample', '1000']);
       assert.equal(v.code, 0, v.stdout + v.stderr);
+      assert.deepEqual(parseJson(v).sinceMigration.rows, [], 'after rollback SQLite has them');
+    });
+
+    test('--user-in-metadata: metadata carries the user exactly, verify and re-runs expect it, rollback takes it out again', async () => {
+      const t = await target.fresh();
+      const file = corpusFile(`user-md-${target.name}.db`);
+      const sqlite = new Database(file);
+      sqlite.prepare(`UPDATE memories SET metadata = '{"order_id": 12345678901234567890}' WHERE id = 'mem_2'`).run();
+      sqlite.prepare(`UPDATE memories SET metadata = NULL WHERE id = 'mem_4'`).run();
+      sqlite.close();
+      const args = ['migrate', '--sqlite', file, ...targetArgs(t), '--embedder', 'local', '--skip-test', '--json', '--user-in-metadata'];
+      const first = await runCli(args);
+      assert.equal(first.code, 0, first.stderr);
+      await withDb(t, async (db) => {
+        const rows = await db.query<{ id: string; md: string }>(`SELECT id, metadata::text AS md FROM memories WHERE id IN ('mem_2', 'mem_4') ORDER BY id`);
+        assert.deepEqual(
+          rows.map((r) => r.md),
+          ['{"user_id": "user_2", "order_id": 12345678901234567890}', '{"user_id": "user_1"}'],
+        );
+      });
+      const again = parseJson(await runCli(args));
+      assert.deepEqual([again.memories.migrated, again.memories.updated], [0, 0], 'a re-run finds every row unchanged');
+      const v = await runCli(['verify', '--sqlite', file, ...targetArgs(t), '--json', '--sample', '1000']);
+      assert.equal(v.code, 0, v.stdout);
+      // The app edits a row's metadata in Postgres; rollback writes it back without user_id.
+      await withDb(t, (db) => db.query(`UPDATE memories SET metadata = metadata || '{"vip": true}' WHERE id = 'mem_2'`));
+      const rb = await runCli(['rollback', '--sqlite', file, ...targetArgs(t), '--json']);
+      assert.equal(rb.code, 0, rb.stderr);
+      const back = new Database(file, { readonly: true });
+      const md = (back.prepare(`SELECT metadata FROM memories WHERE id = 'mem_2'`).get() as { metadata: string }).metadata;
+      back.close();
+      assert.equal(md, '{"vip": true, "order_id": 12345678901234567890}');
+      const after = await runCli(['verify', '--sqlite', file, ...targetArgs(t), '--json', '--sample', '1000']);
+      assert.equal(after.code, 0, after.stdout);
     });
 
     test('a database made by memory-migrate 0.1 is upgraded in place, once, losing nothing', async () => {

@@ -144,7 +144,10 @@ for (const target of testTargets()) {
           src.close();
         }
         assert.ok(contentId && vectorId && deletedId);
+        // Damage: the content changed but updated_at did not (an app's UPDATE moves it).
+        const [at] = await db.query<{ at: string }>('SELECT updated_at::text AS at FROM memories WHERE id = $1', [contentId]);
         await db.query(`UPDATE memories SET content = content || ' (edited)' WHERE id = $1`, [contentId]);
+        await db.query(`UPDATE memories SET updated_at = $2::timestamp WHERE id = $1`, [contentId, at!.at]);
         // One component nudged: same width, same model, no longer the source's vector.
         const [v] = await db.query<{ v: string }>('SELECT embedding::text AS v FROM memories WHERE id = $1', [vectorId]);
         const parts = v!.v.slice(1, -1).split(',').map(Number);
