@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS migration_runs (
 -- Rows the pipeline read but did not store, with the reason (verify counts them).
 CREATE TABLE IF NOT EXISTS migration_skips (
     source_id   TEXT PRIMARY KEY,
-    user_id     VARCHAR(255),
+    user_id     TEXT,                             -- as in the source: a rejected one may be too long for memories
     reason      TEXT NOT NULL,
     rejected    BOOLEAN NOT NULL DEFAULT false,   -- PostgreSQL cannot store the row (verify names it)
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()

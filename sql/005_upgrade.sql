@@ -65,3 +65,5 @@ END
 $$;
 
 ALTER TABLE migration_skips ADD COLUMN IF NOT EXISTS rejected BOOLEAN NOT NULL DEFAULT false;
+-- A rejected row's user may be longer than memories.user_id allows (varchar to text: no rewrite).
+ALTER TABLE migration_skips ALTER COLUMN user_id TYPE TEXT;

@@ -13,6 +13,8 @@ import type { TimestampFormat } from '../source/timestamp-format.js';
 import { parseVectorText } from '../postgres/vector-text.js';
 import { parseTimestampText } from '../source/timestamps.js';
 import { withUserId } from '../source/metadata.js';
+import { SYSTEM_PROMPTS_USER } from '../source/rules.js';
+import type { Db } from '../postgres/connection.js';
 import { tableDimensions } from '../postgres/schema.js';
 import { lastCommittedRun } from '../postgres/ledger.js';
 import type { Output } from '../output.js';
@@ -57,6 +59,8 @@ export interface RollbackReport {
   inserted: number;
   updated: number;
   unchanged: number;
+  /** Prompt fragments an app added in Postgres, written into the file as system_prompts rows. */
+  fragmentsInserted: number;
   /** Rows that differ but are newer in SQLite than in Postgres: kept as they are. */
   keptSqliteNewer: number;
   /** Memories in the file that Postgres does not have (duplicates, skips, deleted after cutover): kept. */
@@ -121,6 +125,7 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
     backupWal: null,
     postgres: 0,
     inserted: 0,
+    fragmentsInserted: 0,
     updated: 0,
     unchanged: 0,
     keptSqliteNewer: 0,
@@ -264,6 +269,7 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
     if (total !== null) {
       report.onlyInSqlite = Math.max(0, total - (dryRun ? report.unchanged + report.updated + report.keptSqliteNewer : report.postgres));
     }
+    report.fragmentsInserted = await writeBackNewFragments(db, lite, dryRun);
     if (!dryRun) lite.commit();
     for (const [m, n] of otherModels) {
       report.warnings.push(
@@ -300,6 +306,7 @@ function renderRollbackReport(r: RollbackReport, out: Output): void {
       `${r.inserted} new and ${r.updated} changed to ${r.source}; ${r.unchanged} already identical` +
       (r.keptSqliteNewer ? `; ${r.keptSqliteNewer} newer in SQLite kept` : '') +
       (r.onlyInSqlite ? `; ${r.onlyInSqlite} only in SQLite kept` : '') +
+      (r.fragmentsInserted ? `; ${r.dryRun ? 'would add' : 'added'} ${r.fragmentsInserted} prompt fragments the app created as system_prompts rows` : '') +
       '. Postgres was not changed.',
   );
   for (const w of r.warnings) out.info(`⚠️  ${w}`);
@@ -313,4 +320,36 @@ function metadataToWrite(pg: PgRow, existing: StoredMemory, userInMetadata: bool
   if (!userInMetadata) return pg.metadata;
   const had = Object.prototype.hasOwnProperty.call(JSON.parse(existing.metadataJson) as object, 'user_id');
   return had ? pg.metadata : pg.metadata_without_user;
+}
+
+/**
+ * Prompt fragments in Postgres that the file lacks (an app added them after cutover) go into
+ * the file as the app kept fragments: memories of user system_prompts, their fields in the
+ * metadata (built by PostgreSQL, so its numbers stay exact). Fragments the file has are left
+ * as they are, as are the defaults.
+ */
+async function writeBackNewFragments(db: Db, lite: SqliteWriteBack, dryRun: boolean): Promise<number> {
+  const rows = await db.query<{ id: string; content: string; metadata: string; vec: string | null; created: string; updated: string }>(
+    `SELECT id, content, embedding::text AS vec,
+            (metadata || jsonb_build_object('type', 'system_prompt', 'category', category, 'priority', priority, 'tags', to_jsonb(tags),
+                                            'agent_type', COALESCE(agent_type, 'all'), 'context_tier', context_tier, 'is_active', is_active))::text AS metadata,
+            to_char(created_at, ${EXACT_UTC}) AS created, to_char(updated_at, ${EXACT_UTC}) AS updated
+       FROM prompt_fragments WHERE id NOT LIKE 'default:%' ORDER BY id`,
+  );
+  let written = 0;
+  for (const f of rows) {
+    if (lite.find(f.id)) continue;
+    written++;
+    if (dryRun) continue;
+    lite.insert({
+      id: f.id,
+      userId: SYSTEM_PROMPTS_USER,
+      content: f.content,
+      embedding: f.vec === null ? null : parseVectorText(f.vec),
+      metadata: f.metadata,
+      createdAt: parseTimestampText(f.created)!,
+      updatedAt: parseTimestampText(f.updated)!,
+    });
+  }
+  return written;
 }

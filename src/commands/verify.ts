@@ -87,7 +87,7 @@ export const verifyCommand: CliCommand<VerifyFlags, VerifyReport> = {
 
       const reconciled = await reconcile(db, source, scope, report, mismatch);
       await sampleCheck(db, source, reconciled.memoryRowids, { sampleSize, seed, model: model ?? null, dims, sourceModel }, report, mismatch);
-      await checkFragments(db, source, reconciled.fragmentIds, reconciled.fragmentsMissing, report, mismatch);
+      await checkFragments(db, source, reconciled.fragmentIds, reconciled.fragmentsMissing, reconciled.fragmentsAdded, report, mismatch);
     } finally {
       await db?.close().catch(() => {});
       source.close();

@@ -33,11 +33,18 @@ export function skipReason(row: SourceRow, idClashes: SourceBatch['idClashes']):
  * Why PostgreSQL cannot store a row that is not skipped, or null. Its text columns cannot
  * hold U+0000, which SQLite text can. (Metadata with one is kept as {raw} instead.)
  */
+/** memories.user_id is VARCHAR(255), as the seed documents it. */
+const USER_ID_MAX_CHARS = 255;
+
 export function rejectReason(row: SourceRow): string | null {
   const nul = (field: string) => `${field} contains a NUL character (U+0000), which PostgreSQL text cannot store`;
   if (row.content.indexOf('\u0000') !== -1) return nul('content');
   if (row.id.indexOf('\u0000') !== -1) return nul('id');
   if (row.userId !== null && row.userId.indexOf('\u0000') !== -1) return nul('user_id');
+  // VARCHAR(255) counts characters; .length counts UTF-16 units, so only a long one is counted.
+  if (row.userId !== null && row.userId.length > USER_ID_MAX_CHARS && [...row.userId].length > USER_ID_MAX_CHARS) {
+    return `user_id is longer than ${USER_ID_MAX_CHARS} characters, the width of the user_id column`;
+  }
   return null;
 }
 

@@ -29,6 +29,8 @@ export interface Reconciled {
   /** Fragments found in prompt_fragments, and in-scope fragments that are not. */
   fragmentIds: Set<string>;
   fragmentsMissing: number;
+  /** Fragments an app added in Postgres since the migration (not in the file). */
+  fragmentsAdded: number;
 }
 
 const key = (u: string | null) => (u === null ? '(null)' : u);
@@ -155,6 +157,7 @@ export async function reconcile(
   // Rows in Postgres that the SQLite file does not have; those an app added since the
   // migration are listed apart and left out of the per-user counts below.
   const addedPerUser = new Map<string, number>();
+  const addedFragments = new Map<string, number>();
   const extraQueries: [string, string][] = [
     // A row the app inserted has a random uuid (the migration's derive from the id), or was
     // created after the migration began.
@@ -170,18 +173,25 @@ export async function reconcile(
         WHERE duplicate_id > $1 AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = duplicate_id) ORDER BY duplicate_id LIMIT ${PAGE}`,
     ],
     ['migration_skips', `SELECT source_id AS id, user_id AS u FROM migration_skips WHERE source_id > $1 ORDER BY source_id LIMIT ${PAGE}`],
-    ['prompt_fragments', `SELECT id, '${SYSTEM_PROMPTS_USER}' AS u FROM prompt_fragments WHERE id > $1 AND id NOT LIKE 'default:%' ORDER BY id LIMIT ${PAGE}`],
+    [
+      'prompt_fragments',
+      `SELECT id, '${SYSTEM_PROMPTS_USER}' AS u, (uuid <> memory_migrate_uuid(id) OR created_at > $2::timestamptz) AS added,
+              to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created
+         FROM prompt_fragments WHERE id > $1 AND id NOT LIKE 'default:%' ORDER BY id LIMIT ${PAGE}`,
+    ],
   ];
+  const mayBeAdded = new Set(['memories', 'prompt_fragments']);
   for (const [table, sql] of extraQueries) {
     let last = '';
     for (;;) {
-      const page = await db.query<{ id: string; u: string | null; added?: boolean; created?: string }>(sql, table === 'memories' ? [last, since.firstStarted] : [last]);
+      const page = await db.query<{ id: string; u: string | null; added?: boolean; created?: string }>(sql, mayBeAdded.has(table) ? [last, since.firstStarted] : [last]);
       if (page.length === 0) break;
       last = page[page.length - 1]!.id;
       for (const r of page) {
         if (sourceIds.has(r.id)) continue;
         if (r.added) {
-          addedPerUser.set(key(r.u), (addedPerUser.get(key(r.u)) ?? 0) + 1);
+          const added = table === 'memories' ? addedPerUser : addedFragments;
+          added.set(key(r.u), (added.get(key(r.u)) ?? 0) + 1);
           recordChange(report, { id: r.id, user: r.u, check: 'added', detail: `added in Postgres at ${r.created}, not in the SQLite file` });
           continue;
         }
@@ -227,6 +237,11 @@ export async function reconcile(
     await db.query(`SELECT '${SYSTEM_PROMPTS_USER}' AS u, count(*)::int AS n FROM prompt_fragments WHERE id NOT LIKE 'default:%' HAVING count(*) > 0`),
     'fragments',
   );
+  const fragmentsAdded = addedFragments.get(SYSTEM_PROMPTS_USER) ?? 0;
+  if (fragmentsAdded > 0) {
+    u(SYSTEM_PROMPTS_USER).fragments -= fragmentsAdded;
+    c.fragments -= fragmentsAdded;
+  }
 
   for (const [user, uc] of [...users.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     uc.postgres = uc.memories + uc.duplicates + uc.skipped + uc.fragments;
@@ -246,7 +261,7 @@ export async function reconcile(
   report.counts.users = Object.fromEntries(users);
   report.pending = c.pending;
 
-  return { memoryRowids, fragmentIds, fragmentsMissing };
+  return { memoryRowids, fragmentIds, fragmentsMissing, fragmentsAdded };
 }
 
 /** The items of `items` in arrays of `size` (the last one shorter), each taken as it is reached. */

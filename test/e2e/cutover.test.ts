@@ -187,17 +187,20 @@ for (const target of testTargets()) {
           [v!.v],
         );
         await db.query(`UPDATE memories SET content = 'Edited in Postgres after cutover' WHERE id = 'mem_5'`);
-        return [a!.id, b!.id];
+        const [f] = await db.query<{ id: string }>(
+          `INSERT INTO prompt_fragments (category, priority, content, tags, context_tier) VALUES ('returns', 6, 'Returns within 30 days.', ARRAY['policy'], 'standard') RETURNING id`,
+        );
+        return [a!.id, b!.id, f!.id];
       });
       // verify reports them as the app's writes since the migration, not as damage.
       const before = await runCli(['verify', '--sqlite', file, ...targetArgs(t), '--json', '--sample', '1000']);
       assert.equal(before.code, 3, 'Postgres and the file differ until rollback');
       assert.equal(parseJson(before).mismatchCount, 0, before.stdout);
       const since = parseJson(before).sinceMigration;
-      assert.deepEqual({ added: since.added, changed: since.changed }, { added: 2, changed: 1 });
+      assert.deepEqual({ added: since.added, changed: since.changed }, { added: 3, changed: 1 });
       assert.deepEqual(since.rows.map((r: any) => `${r.id}:${r.check}`).sort(), [...added.map((id) => `${id}:added`), 'mem_5:changed'].sort());
       const human = await runCli(['verify', '--sqlite', file, ...targetArgs(t)]);
-      assert.match(human.stdout + human.stderr, /Since the migration, Postgres has 2 rows added and 1 changed by the app/);
+      assert.match(human.stdout + human.stderr, /Since the migration, Postgres has 3 rows added and 1 changed by the app/);
       assert.match(human.stderr, /No damage found, but Postgres is ahead of the SQLite file/);
       const rb = await runCli(['rollback', '--sqlite', file, ...targetArgs(t), '--json']);
       assert.equal(rb.code, 0, rb.stderr);
@@ -207,6 +210,13 @@ for (const target of testTargets()) {
         assert.deepEqual({ ...(get.get(added[0]) as object) }, { user_id: 'user_0', content: 'Switched to decaf after 3pm', metadata: '{"n": 12345678901234567890}' });
         assert.equal((get.get(added[1]) as { user_id: string }).user_id, 'user_9');
         assert.equal((get.get('mem_5') as { content: string }).content, 'Edited in Postgres after cutover');
+        // The app's fragment goes back the way the app kept fragments: a system_prompts row.
+        const frag = get.get(added[2]) as { user_id: string; content: string; metadata: string };
+        assert.equal(frag.user_id, 'system_prompts');
+        assert.equal(frag.content, 'Returns within 30 days.');
+        assert.deepEqual(JSON.parse(frag.metadata), {
+          type: 'system_prompt', category: 'returns', priority: 6, tags: ['policy'], agent_type: 'all', context_tier: 'standard', is_active: true,
+        });
       } finally {
         sqlite.close();
       }

@@ -163,8 +163,11 @@ for (const target of testTargets()) {
       // Nothing left to delete: a second mirrored run deletes nothing.
       const again = await migrate(file, t, '--mirror-deletes');
       assert.deepEqual(again.deleted, { memories: 0, duplicates: 0, skips: 0, fragments: 0, reloadedDuplicates: 0 });
+      // No damage; the app's row is listed as added since the migration (exit 3 until rollback).
       const v = await verify(file, t);
-      assert.equal(v.code, 0, v.text);
+      assert.equal(v.code, 3, v.text);
+      assert.deepEqual(v.report.mismatches, []);
+      assert.equal(v.report.sinceMigration.added, 1);
     });
 
     test('the duplicates of a deleted memory are stored again, in the same run; verify exits 0', async () => {

@@ -166,14 +166,27 @@ for (const target of testTargets()) {
       assert.equal(existsSync(rejectFile), false);
     });
 
-    test('a row the server refuses in COPY is named by its source id, not by its line in the batch', async () => {
+    test('a user_id longer than the column is rejected like a NUL, and the rest is migrated', async () => {
       const t = await target.fresh();
-      // user_id is VARCHAR(255): a longer one fails the COPY on the server.
       const file = sourceFile([['m_long_user', 'u'.repeat(300), 'a memory of a user with a very long id']]);
       const rejectFile = join(mkdtempSync(join(dir, 'out-')), 'rejects.jsonl');
+      const res = await runCli([...migrateArgs(file, t, rejectFile), '--json']);
+      assert.equal(res.code, 0, res.stderr);
+      assert.equal(parseJson(res).memories.migrated, GOOD);
+      const line = rejectLines(rejectFile).find((l) => l.id === 'm_long_user');
+      assert.equal(line?.reason, 'user_id is longer than 255 characters, the width of the user_id column');
+    });
+
+    test('a row the server refuses in COPY is named by its source id, not by its line in the batch', async () => {
+      const t = await target.fresh();
+      const rejectFile = join(mkdtempSync(join(dir, 'out-')), 'rejects.jsonl');
+      assert.equal((await runCli(migrateArgs(sourceFile(), t, rejectFile))).code, 0);
+      // A rule of the app's own that the migration cannot know about.
+      await withDb(t, (db) => db.exec(`ALTER TABLE memories ADD CONSTRAINT app_no_secrets CHECK (content NOT LIKE '%password%')`));
+      const file = sourceFile([['m_secret', 'user_a', 'the wifi password is espresso']]);
       const res = await runCli(migrateArgs(file, t, rejectFile));
       assert.equal(res.code, 1, res.stderr);
-      assert.match(res.stderr, /source row m_long_user: value too long for type character varying\(255\)/);
+      assert.match(res.stderr, /source row m_secret: .*app_no_secrets/);
     });
   });
 }

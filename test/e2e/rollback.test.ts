@@ -257,7 +257,10 @@ for (const target of testTargets()) {
       try {
         const cols = (db.prepare('PRAGMA table_info(memories)').all() as { name: string }[]).map((c) => c.name);
         assert.deepEqual(cols, ['id', 'user_id', 'content', 'embedding', 'metadata', 'created_at', 'updated_at']);
-        assert.equal(Number(db.prepare('SELECT count(*) FROM memories').pluck().get()), r.inserted);
+        // The migrated prompt fragments go into the empty file too, as system_prompts rows.
+        assert.ok(r.fragmentsInserted > 0);
+        assert.equal(Number(db.prepare(`SELECT count(*) FROM memories WHERE user_id = 'system_prompts'`).pluck().get()), r.fragmentsInserted);
+        assert.equal(Number(db.prepare('SELECT count(*) FROM memories').pluck().get()), r.inserted + r.fragmentsInserted);
       } finally {
         db.close();
       }
