@@ -6,10 +6,10 @@
 //   node dist/scripts/make-fixture.js --out <file> [--rows N] [--dims D]
 //        [--encoding json|csv|f32|mixed] [--users U] [--seed S]
 import Database from 'better-sqlite3';
-import { existsSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { LAYOUT_A_SQL } from '../src/source/layout.js';
+import { isMain } from './is-main.js';
 
 export type FixtureEncoding = 'json' | 'csv' | 'f32' | 'mixed';
 
@@ -732,17 +732,7 @@ function parseArgs(argv: string[]): FixtureOptions {
   return opts as FixtureOptions;
 }
 
-function isMain(): boolean {
-  const entry = process.argv[1];
-  if (!entry) return false;
-  try {
-    return import.meta.url === pathToFileURL(realpathSync(entry)).href;
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   let opts: FixtureOptions;
   try {
     opts = parseArgs(process.argv.slice(2));
