@@ -6,7 +6,7 @@ import { PostgresMemoryStore } from './store/postgres-store.js';
 import type { TextEmbedder } from './store/types.js';
 import type { SelftestCheck } from './report.js';
 import { errorMessage } from './errors.js';
-import { cosineDistanceSql } from './postgres/indexes.js';
+import { searchForm } from './postgres/cutover.js';
 import { tableDimensions } from './postgres/schema.js';
 import { vectorToText } from './postgres/vector-text.js';
 
@@ -47,19 +47,17 @@ export async function runSelftest(db: Db, embedder: TextEmbedder): Promise<Selft
       return `best match similarity ${hits[0]!.similarity.toFixed(3)}`;
     });
     await check('search uses the vector index', async () => {
-      const dims = (await tableDimensions(db))!;
-      const hasIndex = await db.query(`SELECT 1 FROM pg_class WHERE relname = 'memories_embedding_idx' AND relkind = 'i'`);
-      if (hasIndex.length === 0) return 'no vector index yet (built after loading rows)';
+      // The query form the cutover report prints (an adopted app's table, with its own index and operator).
+      const form = await searchForm(db, (await tableDimensions(db))!);
+      if (!form.index) return 'no vector index yet (built after loading rows)';
       const [vec] = await embedder.embed(['index probe']);
       const plan = await db.transaction(async (tx) => {
         await tx.exec('SET LOCAL enable_seqscan = off');
-        return tx.query(`EXPLAIN SELECT id FROM memories ORDER BY ${cosineDistanceSql(dims, '$1')} LIMIT 5`, [
-          vectorToText(vec!),
-        ]);
+        return tx.query(`EXPLAIN ${form.query}`, [vectorToText(vec!), 5]);
       });
       const text = plan.map((r) => Object.values(r)[0]).join('\n');
-      if (!text.includes('memories_embedding_idx')) throw new Error(`plan does not use memories_embedding_idx:\n${text}`);
-      return 'EXPLAIN shows memories_embedding_idx';
+      if (!text.includes(form.index)) throw new Error(`plan does not use ${form.index}:\n${text}`);
+      return `EXPLAIN shows ${form.index}`;
     });
     await check('embedding dimensions', async () => {
       const [row] = await db.query<{ d: number; model: string }>(

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { openSource } from '../source/reader.js';
 import type { SourceFilter } from '../source/types.js';
 import { installSchema, existingTables } from '../postgres/schema.js';
+import { adoptedRelation, findAppTable, type AppTable } from '../postgres/adopted-table.js';
 import { buildVectorIndexes, INDEX_BUILD_STEPS } from '../postgres/indexes.js';
 import { acquireIndexLock, acquireRunLock, type RunLock } from '../postgres/lock.js';
 import { startRun, finishRun, unfinishedRun } from '../postgres/ledger.js';
@@ -146,7 +147,11 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
       const pgliteEmpty = target.pgliteDir !== undefined && !existsSync(join(target.pgliteDir, 'PG_VERSION'));
       if (targetExists(target) && !pgliteEmpty) {
         db = await openTarget(target);
-        if ((await existingTables(db, ['memories'])).length === 0) {
+        // An app's table memory-migrate has not adopted yet holds none of its rows: read as empty.
+        const app = await findAppTable(db);
+        const notYetAdopted = app !== null && !(await adoptedRelation(db));
+        if (notYetAdopted) out.info(adoptionLine(app, 'would write'));
+        if ((await existingTables(db, ['memories'])).length === 0 || notYetAdopted) {
           await db.close();
           db = null;
         }
@@ -162,6 +167,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         log: (l) => out.info(l),
       });
       report.backupSchema = install.backupSchema;
+      if (install.adopted) out.info(adoptionLine(install.adopted, 'writing'));
       if (install.backupSchema) out.info(`Existing tables moved to backup schema ${install.backupSchema}`);
       const previous = await unfinishedRun(db, report.source.sha256, shardLabel);
       if (previous) {
@@ -324,4 +330,13 @@ function ledgerOptions(f: MigrateFlags): Record<string, unknown> {
     // verify and rollback read it: the stored metadata has the user added.
     userInMetadata: f.userInMetadata ?? false,
   };
+}
+
+/** The one line that says memory-migrate writes into the app's own table, and where its own things go. */
+function adoptionLine(app: AppTable, verb: string): string {
+  const idFrom = app.idFrom === 'app-default' ? 'its own default' : app.idFrom === 'row-uuid' ? 'a UUID derived from the source id' : 'the source id';
+  return (
+    `Target: ${app.schema}.memories is the app's own table (id ${app.idColumn.type}, from ${idFrom}); ${verb} into it without changing its columns, ` +
+    `with memory-migrate's links, hashes and ledger in schema memory_migrate`
+  );
 }

@@ -2,7 +2,7 @@
 // 1. an in-memory LRU (lru-cache) bounded by BYTES, not entries: 50,000 1536-d vectors would
 //    be 300 MB, so the default budget is 64 MB;
 // 2. an optional persistent layer, the `embedding_cache` table in the target database
-//    (sql/004_tables.sql), which makes a second or resumed run send zero requests for texts it
+//    (sql/005_tables.sql), which makes a second or resumed run send zero requests for texts it
 //    has already embedded.
 // The key is sha256(model | dimensions | canonical text): the same text under another model
 // or width is a different entry, and texts that differ only in ways canonicalize() removes

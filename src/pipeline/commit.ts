@@ -183,7 +183,7 @@ async function together(tx: Db, steps: (() => Promise<unknown> | null)[]): Promi
 }
 
 /**
- * The touch trigger (sql/007) sets updated_at = now() when content or metadata change but
+ * The touch trigger (sql/008) sets updated_at = now() when content or metadata change but
  * updated_at does not. An update by a re-run (source edited, source updated_at unchanged)
  * must still store the source's updated_at, as a clean run would: set it back.
  */

@@ -9,6 +9,7 @@ import { vector } from '@electric-sql/pglite-pgvector';
 import { maskUrl, redact } from '../secrets.js';
 import { RunError, UsageError } from '../errors.js';
 import { quoteIdent } from '../sql-identifier.js';
+import { ownSchemaFirst } from './adopted-table.js';
 
 export type Row = Record<string, any>;
 
@@ -155,18 +156,29 @@ export async function openPostgres(url: string, connectTimeout = 10): Promise<Db
       };
       attempt();
     });
-  const sql = postgres(url, {
-    max: 4,
-    connect_timeout: connectTimeout,
-    onnotice: () => {},
-    types: { timestampUtc: { to: TIMESTAMP_OID, from: [TIMESTAMP_OID], serialize: (x: unknown) => x, parse: parseUtcTimestamp } },
-    // The TIMESTAMP columns hold UTC wall time: converting to and from timestamptz must use UTC.
-    connection: { application_name: 'memory-migrate', TimeZone: 'UTC' },
-    socket: connectNoDelay,
-  } as postgres.Options<{}>);
-  const db = wrapPostgres(sql, `PostgreSQL at ${maskUrl(url)}`);
+  const open = (searchPath?: string) =>
+    postgres(url, {
+      max: 4,
+      connect_timeout: connectTimeout,
+      onnotice: () => {},
+      types: { timestampUtc: { to: TIMESTAMP_OID, from: [TIMESTAMP_OID], serialize: (x: unknown) => x, parse: parseUtcTimestamp } },
+      // The TIMESTAMP columns hold UTC wall time: converting to and from timestamptz must use UTC.
+      connection: { application_name: 'memory-migrate', TimeZone: 'UTC', ...(searchPath ? { search_path: searchPath } : {}) },
+      socket: connectNoDelay,
+    } as postgres.Options<{}>);
+  const description = `PostgreSQL at ${maskUrl(url)}`;
+  let sql = open();
+  let db = wrapPostgres(sql, description);
   // Surface connection problems now, with a clear error, instead of at the first real query.
-  await db.query('SELECT 1');
+  const [shown] = await db.query<{ search_path: string }>('SHOW search_path');
+  // The database's own search path, with our schema in front (an adopted app's table is
+  // reached through our view there, see adopted-table.ts): every pooled session starts so.
+  const searchPath = ownSchemaFirst(shown!.search_path);
+  if (searchPath !== shown!.search_path) {
+    await sql.end({ timeout: 5 });
+    sql = open(searchPath);
+    db = wrapPostgres(sql, description);
+  }
   return {
     ...db,
     close: async () => {
@@ -261,7 +273,8 @@ export async function openPglite(dir: string): Promise<Db> {
   let pg: PGlite;
   try {
     pg = await PGlite.create({ dataDir, extensions: { vector }, parsers: { [TIMESTAMP_OID]: parseUtcTimestamp } });
-    await pg.exec(`SET TimeZone = 'UTC'`);
+    const shown = await pg.query<{ search_path: string }>('SHOW search_path');
+    await pg.exec(`SET TimeZone = 'UTC'; SET search_path = ${ownSchemaFirst(shown.rows[0]!.search_path)}`);
   } catch (err) {
     releaseDir();
     throw new RunError(`cannot open the embedded database in ${dir}: ${(err as Error).message}`);

@@ -2,6 +2,8 @@
 // and pgvector warns of low recall), sized to the rows actually there, then ANALYZE.
 import type { Db } from './connection.js';
 import { RunError, errorMessage, oneLine } from '../errors.js';
+import { quoteIdent } from '../sql-identifier.js';
+import { adoptedRelation } from './adopted-table.js';
 
 /** pgvector indexes at most 2,000 dims of vector and 4,000 of halfvec. */
 export const MAX_VECTOR_INDEX_DIMS = 2000;
@@ -14,15 +16,15 @@ export function ivfflatLists(rows: number): number {
 }
 
 /**
- * The lists of an ivfflat index in the current schema (pgvector's default 100 when it was
+ * The lists of an ivfflat index in the current schema or `schema` (pgvector's default 100 when it was
  * built without the option), or null when there is no such index.
  */
-export async function ivfflatIndexLists(db: Db, index: string): Promise<number | null> {
+export async function ivfflatIndexLists(db: Db, index: string, schema: string | null = null): Promise<number | null> {
   const [ix] = await db.query<{ lists: number | null }>(
     `SELECT substring(array_to_string(c.reloptions, ',') from 'lists=([0-9]+)')::int AS lists
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = current_schema() AND c.relname = $1 AND c.relkind = 'i'`,
-    [index],
+      WHERE n.nspname = COALESCE($2, current_schema()) AND c.relname = $1 AND c.relkind = 'i'`,
+    [index, schema],
   );
   return ix ? Number(ix.lists ?? 100) : null;
 }
@@ -122,17 +124,39 @@ export async function buildVectorIndexes(
 ): Promise<IndexBuild[]> {
   const out: IndexBuild[] = [];
   let step = 0;
+  // An adopted app's table is indexed itself (memories is a view over it), unless the app
+  // already has a vector index on it: that one is kept as it is.
+  const adopted = await adoptedRelation(db);
   for (const table of ['memories', 'prompt_fragments']) {
     const index = `${table}_embedding_idx`;
     onStep({ state: 'start', step: ++step, name: index, table });
-    const built = await buildOne(db, table, index, dims, log, options);
+    const where = table === 'memories' && adopted ? adopted : { relation: table, schema: null };
+    const appIndex = table === 'memories' && adopted ? await appVectorIndex(db, adopted.relation, index) : null;
+    const built = appIndex ?? (await buildOne(db, table, index, dims, log, options, where));
     out.push(built);
-    onStep({ state: 'done', step, name: index, table, action: built.action });
+    onStep({ state: 'done', step, name: built.index, table, action: built.action });
   }
   onStep({ state: 'start', step: ++step, name: 'ANALYZE' });
-  await db.exec('ANALYZE memories; ANALYZE prompt_fragments; ANALYZE memory_duplicates;');
+  await db.exec(`ANALYZE ${adopted ? adopted.relation : 'memories'}; ANALYZE prompt_fragments; ANALYZE memory_duplicates;`);
   onStep({ state: 'done', step, name: 'ANALYZE' });
   return out;
+}
+
+/** An ivfflat or HNSW index the app made itself on its table's embedding column (not ours). */
+async function appVectorIndex(db: Db, relation: string, ours: string): Promise<IndexBuild | null> {
+  const rows = await db.query<{ name: string; method: string; def: string; n: number }>(
+    `SELECT c.relname AS name, am.amname AS method, pg_get_indexdef(c.oid) AS def,
+            (SELECT count(*)::int FROM ${relation} WHERE embedding IS NOT NULL) AS n
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+      WHERE i.indrelid = $1::regclass AND am.amname IN ('ivfflat', 'hnsw') AND c.relname <> $2
+      ORDER BY c.relname LIMIT 1`,
+    [relation, ours],
+  );
+  const r = rows[0];
+  if (!r) return null;
+  const opclass = /\b(\w+_ops)\b/.exec(r.def)?.[1] ?? '';
+  const lists = Number(/lists\s*=\s*'?(\d+)/.exec(r.def)?.[1] ?? 0);
+  return { table: 'memories', index: r.name, rows: Number(r.n), lists, opclass, action: 'kept', ms: 0 };
 }
 
 async function buildOne(
@@ -142,10 +166,11 @@ async function buildOne(
   dims: number,
   log: (l: string) => void,
   options: BuildIndexOptions = {},
+  where: { relation: string; schema: string | null } = { relation: table, schema: null },
 ): Promise<IndexBuild> {
   const started = Date.now();
   const [{ n }] = (await db.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM ${table} WHERE embedding IS NOT NULL`,
+    `SELECT count(*)::int AS n FROM ${where.relation} WHERE embedding IS NOT NULL`,
   )) as [{ n: number }];
   const half = dims > MAX_VECTOR_INDEX_DIMS;
   const opclass = half ? 'halfvec_cosine_ops' : 'vector_cosine_ops';
@@ -159,8 +184,8 @@ async function buildOne(
   const existing = await db.query<{ def: string; opts: string[] | null }>(
     `SELECT pg_get_indexdef(c.oid) AS def, c.reloptions AS opts FROM pg_class c
        JOIN pg_namespace s ON s.oid = c.relnamespace
-      WHERE s.nspname = current_schema() AND c.relname = $1`,
-    [index],
+      WHERE s.nspname = COALESCE($2, current_schema()) AND c.relname = $1`,
+    [index, where.schema],
   );
   let action: IndexBuild['action'] = 'built';
   if (existing.length > 0) {
@@ -175,8 +200,8 @@ async function buildOne(
     action = 'rebuilt';
   }
   const estimateMb = Math.ceil(ivfflatMemoryBytes(n, lists, dims, half) / (1024 * 1024));
-  const createSql = `CREATE INDEX ${index} ON ${table} USING ivfflat (${indexedExpression(dims)} ${opclass}) WITH (lists = ${lists})`;
-  log(`building ivfflat index ${index} on ${table}: ${n} rows, lists=${lists}, ${opclass}`);
+  const createSql = `CREATE INDEX ${index} ON ${where.relation} USING ivfflat (${indexedExpression(dims)} ${opclass}) WITH (lists = ${lists})`;
+  log(`building ivfflat index ${index} on ${where.relation}: ${n} rows, lists=${lists}, ${opclass}`);
   const report = (phase: string, extra: Partial<IndexProgress> = {}) =>
     options.onProgress?.({ index, table, phase, detail: '', elapsedMs: Date.now() - started, ...extra });
   report('start');
@@ -195,7 +220,7 @@ async function buildOne(
         )) as [{ mb: number }];
         serverMb = Number(mb);
         if (serverMb < askedMb) await tx.exec(`SET LOCAL maintenance_work_mem = '${askedMb}MB'`);
-        if (action === 'rebuilt') await tx.exec(`DROP INDEX IF EXISTS ${index}`);
+        if (action === 'rebuilt') await tx.exec(`DROP INDEX IF EXISTS ${where.schema ? `${quoteIdent(where.schema)}.` : ''}${index}`);
         const stop = db.kind === 'postgres' ? await watchProgress(db, tx, options.pollMs ?? 1000, log, report) : null;
         try {
           await tx.exec(createSql);

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Db } from './connection.js';
 import { RunError, UsageError, errorMessage } from '../errors.js';
+import { OWN_SCHEMA, checkAdoptable, createAdoptedView, findAppTable, type AppTable } from './adopted-table.js';
 
 /** Tables that hold one load's data: moved to the backup schema by --force-recreate. */
 const SCHEMA_LOCK_KEY = 0x6d6d5343; // 'mmSC'
@@ -47,16 +48,30 @@ export interface InstallResult {
   /** Name of the schema the old tables were moved to, if any. */
   backupSchema: string | null;
   droppedTables: string[];
+  /** The app's own memories table, when memory-migrate writes into it (see adopted-table.ts). */
+  adopted: AppTable | null;
 }
 
 export async function installSchema(db: Db, opts: InstallOptions): Promise<InstallResult> {
   const log = opts.log ?? (() => {});
-  const result: InstallResult = { backupSchema: null, droppedTables: [] };
+  const result: InstallResult = { backupSchema: null, droppedTables: [], adopted: null };
   const files = schemaFiles();
 
   await inSchemaLock(db, async (tx) => {
     await runSchemaFile(tx, files[0]!);
-    if (opts.forceRecreate) {
+    const app = await findAppTable(tx);
+    result.adopted = app;
+    if (app) {
+      if (opts.forceRecreate) {
+        throw new UsageError(
+          `--force-recreate would move the app's own table ${app.schema}.memories aside: memory-migrate writes into it and never drops, ` +
+            `retypes or renames it; delete the rows you want loaded again yourself, or run without --force-recreate`,
+        );
+      }
+      checkAdoptable(app, opts.dimensions);
+      // Everything of ours goes into our own schema, first on our sessions' search path.
+      await tx.exec(`CREATE SCHEMA IF NOT EXISTS ${OWN_SCHEMA};`);
+    } else if (opts.forceRecreate) {
       const existing = await existingTables(tx, DATA_TABLES);
       if (existing.length > 0) {
         if (opts.backup === false) {
@@ -71,13 +86,25 @@ export async function installSchema(db: Db, opts: InstallOptions): Promise<Insta
     } else {
       await checkVectorWidth(tx, opts.dimensions);
     }
-    for (const file of files.slice(1)) await runSchemaFile(tx, file, opts.dimensions);
+    for (const file of files.slice(1)) {
+      const scope = schemaFileScope(file.text);
+      if (scope === (app ? 'installed' : 'adopted')) continue;
+      // The view stands where our memories table would: the tables file then skips it.
+      if (app && file.name.endsWith('_tables.sql')) await createAdoptedView(tx, app);
+      await runSchemaFile(tx, file, opts.dimensions);
+    }
   });
   return result;
 }
 
+/** A schema file's "-- scope: installed|adopted" first line; no such line runs it in both modes. */
+function schemaFileScope(text: string): 'installed' | 'adopted' | 'both' {
+  const m = /^-- scope: (installed|adopted)\b/.exec(text);
+  return m ? (m[1] as 'installed' | 'adopted') : 'both';
+}
+
 /**
- * The secondary btree indexes of memories (sql/006_btree_indexes.sql). A first load drops
+ * The secondary btree indexes of memories (sql/007_btree_indexes.sql). A first load drops
  * them and builds them once after the COPY: maintaining them row by row cost the server a
  * quarter to a third of the load (random inserts into five growing btrees). Should the load
  * stop before they are built again, the next run's installSchema creates them.
@@ -92,13 +119,21 @@ export const MEMORIES_BTREE_INDEXES = [
 ];
 
 export async function dropMemoriesBtreeIndexes(db: Db): Promise<void> {
+  // Never an adopted app's indexes, whatever their names.
+  if (await memoriesIsView(db)) return;
   await inSchemaLock(db, (tx) => tx.exec(`DROP INDEX IF EXISTS ${MEMORIES_BTREE_INDEXES.join(', ')}`));
 }
 
-/** Builds the btree indexes of sql/006 that are missing (those a first load dropped). */
+async function memoriesIsView(db: Db): Promise<boolean> {
+  const rows = await db.query<{ kind: string }>(`SELECT relkind::text AS kind FROM pg_class WHERE oid = to_regclass('memories')`);
+  return rows[0]?.kind === 'v';
+}
+
+/** Builds the btree indexes of sql/007 that are missing (those a first load dropped). */
 export async function createBtreeIndexes(db: Db): Promise<void> {
   const file = schemaFiles().find((f) => f.name.endsWith('_btree_indexes.sql'));
-  if (!file) throw new RunError('sql/006_btree_indexes.sql is missing from the installed package; reinstall memory-migrate');
+  if (!file) throw new RunError('sql/007_btree_indexes.sql is missing from the installed package; reinstall memory-migrate');
+  if (await memoriesIsView(db)) return;
   await inSchemaLock(db, (tx) => runSchemaFile(tx, file));
 }
 
@@ -144,7 +179,7 @@ export function mapSchemaError(err: unknown, file: string): Error {
 export async function existingTables(db: Db, names: string[]): Promise<string[]> {
   const rows = await db.query<{ name: string }>(
     `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname = ANY($1::text[])`,
+      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v') AND c.relname = ANY($1::text[])`,
     [names],
   );
   const found = new Set(rows.map((r) => r.name));

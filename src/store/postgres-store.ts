@@ -95,15 +95,24 @@ export class PostgresMemoryStore implements MemoryStore {
     }
     const [vec] = await this.embedder.embed([input.content]);
     const md = input.metadata ?? {};
-    await this.db.query(
-      `INSERT INTO memories (id, user_id, content, content_hash, dedup_hash, embedding, embedding_model, metadata, category)
-       VALUES ($1, $2, $3, $4, $5, $6::vector, $7, $8::text::jsonb, $9)
-       ON CONFLICT (id) DO UPDATE SET content = EXCLUDED.content, content_hash = EXCLUDED.content_hash,
-         dedup_hash = EXCLUDED.dedup_hash, embedding = EXCLUDED.embedding, embedding_model = EXCLUDED.embedding_model,
-         metadata = EXCLUDED.metadata, category = EXCLUDED.category`,
-      [id, input.userId, input.content, hash, dhash, vectorToText(vec!), this.embedder.model, JSON.stringify(md),
-        typeof md['category'] === 'string' ? md['category'] : null],
-    );
+    const values = [id, input.userId, input.content, hash, dhash, vectorToText(vec!), this.embedder.model, JSON.stringify(md),
+      typeof md['category'] === 'string' ? md['category'] : null];
+    // UPDATE, then INSERT when there was nothing to update: no ON CONFLICT, which an adopted
+    // app's table (memories is then a view over it, see postgres/adopted-table.ts) cannot take.
+    await this.db.transaction(async (tx) => {
+      const updated = await tx.query(
+        `UPDATE memories SET user_id = $2, content = $3, content_hash = $4, dedup_hash = $5, embedding = $6::vector,
+                embedding_model = $7, metadata = $8::text::jsonb, category = $9
+          WHERE id = $1 RETURNING id`,
+        values,
+      );
+      if (updated.length > 0) return;
+      await tx.query(
+        `INSERT INTO memories (id, user_id, content, content_hash, dedup_hash, embedding, embedding_model, metadata, category)
+         VALUES ($1, $2, $3, $4, $5, $6::vector, $7, $8::text::jsonb, $9)`,
+        values,
+      );
+    });
     return { id, duplicate: false };
   }
 

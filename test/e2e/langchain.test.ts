@@ -2,7 +2,7 @@
 // pointed at the table as an app would: tableName 'memories', LangChain's id = our uuid
 // column. A migrated table must be searchable (cosine, through memories_embedding_idx) and
 // filterable by metadata, and LangChain's own writes (addDocuments, delete by ids) must land
-// as rows memory-migrate would have made: the BEFORE INSERT trigger (sql/007) fills id,
+// as rows memory-migrate would have made: the BEFORE INSERT trigger (sql/008) fills id,
 // user_id and the two hashes that PGVectorStore never sends. Every outcome is checked with
 // SQL, not only through LangChain. PostgreSQL only: PGVectorStore needs a `pg` Pool, which
 // speaks the wire protocol PGlite does not offer here.

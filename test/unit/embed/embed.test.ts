@@ -113,9 +113,9 @@ function provider(server: FakeOpenAI, extra: Partial<OpenAIProviderOptions> = {}
 
 /** The embedding_cache DDL, straight from the schema file (no copy to drift). */
 function cacheDdl(): string {
-  const sql = readFileSync(new URL('../../../../sql/004_tables.sql', import.meta.url), 'utf8');
+  const sql = readFileSync(new URL('../../../../sql/005_tables.sql', import.meta.url), 'utf8');
   const m = /CREATE TABLE IF NOT EXISTS embedding_cache \([\s\S]*?\n\);/.exec(sql);
-  assert.ok(m, 'embedding_cache DDL not found in sql/004_tables.sql');
+  assert.ok(m, 'embedding_cache DDL not found in sql/005_tables.sql');
   return `CREATE EXTENSION IF NOT EXISTS vector;\n${m[0]}`;
 }
 

@@ -1,7 +1,11 @@
 -- The memory schema. {{dimensions}} is the vector width of the target embedding model,
 -- filled in by the installer (the only substitution it makes). Every statement is
 -- re-runnable. Vector indexes are NOT created here: they are built after the data is loaded
--- (src/target/indexes.ts), never on an empty table.
+-- (src/postgres/indexes.ts), never on an empty table.
+-- When memory-migrate adopts an app's own memories table, schema memory_migrate comes first on
+-- the search path and already holds the view "memories" over the app's table (made by
+-- src/postgres/adopted-table.ts), so CREATE TABLE memories below is skipped and every other
+-- table is made in memory_migrate, beside the view.
 
 CREATE TABLE IF NOT EXISTS memories (
     id                TEXT PRIMARY KEY,            -- the source id, kept as-is; an app's row gets its uuid as text
@@ -22,7 +26,7 @@ CREATE TABLE IF NOT EXISTS memories (
     updated_at        TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
 -- id, uuid, user_id and the hashes have no column default: the trigger memories_fill_in
--- (sql/007) computes them when an INSERT leaves them out, so an app's plain INSERT works.
+-- (sql/008) computes them when an INSERT leaves them out, so an app's plain INSERT works.
 
 CREATE TABLE IF NOT EXISTS prompt_fragments (
     id            TEXT PRIMARY KEY,                -- source id, or 'default:<category>'; an app's row gets its uuid
@@ -45,7 +49,7 @@ CREATE TABLE IF NOT EXISTS prompt_fragments (
 
 CREATE TABLE IF NOT EXISTS memory_duplicates (
     id                BIGSERIAL PRIMARY KEY,
-    original_id       TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+    original_id       TEXT NOT NULL,                -- references memories(id) when memories is our table (below)
     duplicate_id      TEXT,                        -- source id of the row that was not stored (NULL: recorded by an app)
     user_id           VARCHAR(255),                -- filled from the original when an app leaves it out
     duplicate_hash    VARCHAR(64) NOT NULL,
@@ -101,3 +105,16 @@ CREATE TABLE IF NOT EXISTS migration_skips (
     rejected    BOOLEAN NOT NULL DEFAULT false,   -- PostgreSQL cannot store the row (verify names it)
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- A duplicate record goes with its original. Only where memories is our own table: an
+-- adopted app's table is behind a view, and its ids are the app's.
+DO $$
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = to_regclass('memories')) = 'r'
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint
+                        WHERE conrelid = to_regclass('memory_duplicates') AND contype = 'f') THEN
+        ALTER TABLE memory_duplicates ADD CONSTRAINT memory_duplicates_original_id_fkey
+            FOREIGN KEY (original_id) REFERENCES memories(id) ON DELETE CASCADE;
+    END IF;
+END
+$$;

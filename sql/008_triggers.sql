@@ -1,3 +1,4 @@
+-- scope: installed (not run when memory-migrate adopts an app's own memories table)
 -- updated_at maintenance. A writer that sets updated_at itself (the migration copies the
 -- source's timestamp) keeps its value; any other change of content or metadata gets now()
 -- (as UTC wall time, like every TIMESTAMP column here). Access bookkeeping (access_count,

@@ -1,4 +1,5 @@
--- Brings tables made by an older memory-migrate to the shape of sql/004, in place. Runs on
+-- scope: installed (not run when memory-migrate adopts an app's own memories table)
+-- Brings tables made by an older memory-migrate to the shape of sql/005, in place. Runs on
 -- every install and does nothing once a table is current. What it changes, once:
 -- - memories and prompt_fragments gain the row UUID (derived from the id, as for a new load);
 -- - the timestamps the seed documents as TIMESTAMP become TIMESTAMP holding UTC (they were

@@ -1,3 +1,4 @@
+-- scope: installed (not run when memory-migrate adopts an app's own memories table)
 -- Btree indexes from the seed. Cheap on an empty table, so they are created up front.
 CREATE INDEX IF NOT EXISTS memories_user_idx ON memories (user_id);
 CREATE UNIQUE INDEX IF NOT EXISTS memories_uuid_key ON memories (uuid);

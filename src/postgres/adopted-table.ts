@@ -1,0 +1,293 @@
+// Writing into an app's own memories table (one its DDL made, with SERIAL or UUID ids and
+// columns of its own) without changing it. memory-migrate keeps everything of its own in the
+// schema memory_migrate, which its sessions put first on the search path:
+// - memory_links, from each source id to the id the app's table gave the row, with the hashes
+//   and the values the app's table has no column for (sql/004_adopted_links.sql);
+// - the view memory_migrate.memories, the app's rows in the shape of our own memories table,
+//   with INSTEAD OF triggers that write through to the app's table and the links.
+// Every reader and writer of "memories" (the load, lookups, verify, rollback, the store) then
+// works unchanged in both modes. The view and its triggers are made again on every install,
+// from the app's columns as they are then.
+import type { Db } from './connection.js';
+import { UsageError } from '../errors.js';
+import { quoteIdent } from '../sql-identifier.js';
+
+/** The schema that holds memory-migrate's own objects when it adopts an app's table. */
+export const OWN_SCHEMA = 'memory_migrate';
+
+/**
+ * How our sessions resolve names: our own schema first (PostgreSQL skips it where it does
+ * not exist), then the database's own search path.
+ */
+export function ownSchemaFirst(searchPath: string): string {
+  const first = searchPath.split(',')[0]?.trim().replace(/^"|"$/g, '');
+  if (first === OWN_SCHEMA) return searchPath;
+  return `${OWN_SCHEMA}, ${searchPath.trim() === '' ? '"$user", public' : searchPath}`;
+}
+
+export interface AppColumn {
+  name: string;
+  /** format_type: 'integer', 'timestamp with time zone', 'vector(1536)', … */
+  type: string;
+  notNull: boolean;
+  /** The column default as SQL, or null. */
+  default: string | null;
+  identity: boolean;
+}
+
+export interface AppTable {
+  schema: string;
+  /** Schema-qualified and quoted, for SQL. */
+  relation: string;
+  idColumn: AppColumn;
+  /** How a new row gets its id: the app's default (SERIAL, identity, gen_random_uuid()), or ours. */
+  idFrom: 'app-default' | 'row-uuid' | 'source-id';
+  columns: Map<string, AppColumn>;
+  /** Width of the app's embedding column, or null when it has none. */
+  embeddingWidth: number | null;
+}
+
+/** Our memories columns, in the view's order, with their type in our schema and a neutral value. */
+const OUR_COLUMNS: { name: string; type: string; absent: string; keptInLinks: boolean }[] = [
+  { name: 'user_id', type: 'varchar(255)', absent: `'default'`, keptInLinks: true },
+  { name: 'embedding_model', type: 'text', absent: 'NULL', keptInLinks: true },
+  { name: 'metadata', type: 'jsonb', absent: `'{}'::jsonb`, keptInLinks: true },
+  { name: 'category', type: 'varchar(100)', absent: 'NULL', keptInLinks: true },
+  { name: 'importance_score', type: 'double precision', absent: '1.0', keptInLinks: true },
+  { name: 'access_count', type: 'integer', absent: '0', keptInLinks: false },
+  { name: 'last_accessed_at', type: 'timestamp', absent: 'NULL', keptInLinks: true },
+  { name: 'created_at', type: 'timestamp', absent: 'NULL', keptInLinks: true },
+  { name: 'updated_at', type: 'timestamp', absent: 'NULL', keptInLinks: true },
+];
+
+/**
+ * The app's own memories table, or null when there is none or it is ours (our ledger,
+ * migration_runs, lives beside our memories table; an adopted table's ledger lives in
+ * memory_migrate).
+ */
+export async function findAppTable(db: Db): Promise<AppTable | null> {
+  const found = await db.query<{ oid: number; schema: string; ours: boolean }>(
+    `SELECT c.oid::int8 AS oid, n.nspname AS schema,
+            EXISTS (SELECT 1 FROM pg_class r WHERE r.relnamespace = n.oid AND r.relname = 'migration_runs') AS ours
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relname = 'memories' AND c.relkind IN ('r', 'p') AND n.nspname <> $1
+        AND n.nspname = ANY (current_schemas(false))
+      ORDER BY array_position(current_schemas(false), n.nspname::name)
+      LIMIT 1`,
+    [OWN_SCHEMA],
+  );
+  const t = found[0];
+  if (!t || t.ours) return null;
+  const cols = await db.query<{ name: string; type: string; not_null: boolean; def: string | null; identity: boolean; pk: boolean }>(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
+            pg_get_expr(d.adbin, d.adrelid) AS def, a.attidentity <> '' AS identity,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary AND i.indnatts = 1
+                       AND i.indkey[0] = a.attnum) AS pk
+       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+    [t.oid],
+  );
+  const columns = new Map<string, AppColumn>();
+  let idColumn: AppColumn | null = null;
+  for (const c of cols) {
+    const col = { name: c.name, type: c.type, notNull: c.not_null, default: c.def, identity: c.identity };
+    columns.set(c.name, col);
+    if (c.pk) idColumn = col;
+  }
+  const relation = `${quoteIdent(t.schema)}.memories`;
+  if (!idColumn) {
+    throw new UsageError(
+      `the app's table ${t.schema}.memories has no single-column primary key, which memory-migrate needs to link each source row to its row there: ` +
+        'give it one (for example id BIGSERIAL PRIMARY KEY), or move the table aside so memory-migrate installs its own',
+    );
+  }
+  const embedding = columns.get('embedding');
+  const width = embedding ? /^vector\((\d+)\)$/.exec(embedding.type) : null;
+  return {
+    schema: t.schema,
+    relation,
+    idColumn,
+    idFrom: idColumn.default !== null || idColumn.identity ? 'app-default' : idColumn.type === 'uuid' ? 'row-uuid' : 'source-id',
+    columns,
+    embeddingWidth: width ? Number(width[1]) : null,
+  };
+}
+
+/** Refuses, before anything is written, a table memory-migrate cannot fill. */
+export function checkAdoptable(app: AppTable, dimensions: number): void {
+  const name = `${app.schema}.memories`;
+  const content = app.columns.get('content');
+  if (!content || !/^(text|character varying.*|character.*)$/.test(content.type)) {
+    throw new UsageError(`the app's table ${name} has no text column "content" to hold the memories: add one, or point --database-url at the app's database`);
+  }
+  const embedding = app.columns.get('embedding');
+  if (!embedding || !/^vector(\(\d+\))?$/.test(embedding.type)) {
+    throw new UsageError(
+      `the app's table ${name} has no vector column "embedding" (${embedding ? `it is ${embedding.type}` : 'there is none'}): ` +
+        `add one (ALTER TABLE ${name} ADD COLUMN embedding vector(${dimensions})) and run again`,
+    );
+  }
+  if (app.embeddingWidth !== null && app.embeddingWidth !== dimensions) {
+    throw new UsageError(
+      `${name}.embedding in the app's table is vector(${app.embeddingWidth}) but this run embeds with ${dimensions} dimensions: ` +
+        `pass --dimensions ${app.embeddingWidth} (or the model that made the app's vectors) so the two agree`,
+    );
+  }
+  const id = app.idColumn;
+  if (app.idFrom === 'source-id' && !/^(text|character varying.*)$/.test(id.type)) {
+    throw new UsageError(
+      `${name}.${id.name} is ${id.type} with no default, so memory-migrate cannot give new rows an id: ` +
+        `give it one (for example ALTER TABLE ${name} ALTER COLUMN ${id.name} ADD GENERATED BY DEFAULT AS IDENTITY) and run again`,
+    );
+  }
+  const unfilled = [...app.columns.values()].filter(
+    (c) => c !== id && c.notNull && c.default === null && !c.identity && c.name !== 'content' && !OUR_COLUMNS.some((o) => o.name === c.name),
+  );
+  if (unfilled.length > 0) {
+    throw new UsageError(
+      `the app's table ${name} has NOT NULL column${unfilled.length > 1 ? 's' : ''} ${unfilled.map((c) => c.name).join(', ')} ` +
+        `with no default, which the source has no value for: give ${unfilled.length > 1 ? 'them defaults' : 'it a default'} and run again`,
+    );
+  }
+}
+
+/** The app's value of one of our columns, in our type (TIMESTAMPTZ as UTC wall time). */
+function fromApp(col: AppColumn, ourType: string): string {
+  const a = `a.${quoteIdent(col.name)}`;
+  if (col.type === 'timestamp with time zone') return `(${a} AT TIME ZONE 'UTC')`;
+  if (ourType === 'jsonb' && col.type !== 'jsonb') return `${a}::text::jsonb`;
+  return `${a}::${ourType}`;
+}
+
+/** Our value (an expression over NEW) in the app's column type. */
+function toApp(col: AppColumn, expr: string): string {
+  if (col.type === 'timestamp with time zone') return `((${expr}) AT TIME ZONE 'UTC')`;
+  if (col.type === 'jsonb') return `(${expr})`;
+  return `(${expr})::text::${col.type}`;
+}
+
+/** Makes (again) the view memory_migrate.memories over the app's table, and its triggers. */
+export async function createAdoptedView(db: Db, app: AppTable): Promise<void> {
+  const id = quoteIdent(app.idColumn.name);
+  const linkedExpr = (o: (typeof OUR_COLUMNS)[number]) => {
+    const col = app.columns.get(o.name);
+    if (col) return fromApp(col, o.type);
+    return o.keptInLinks ? `l.${o.name}` : o.absent;
+  };
+  const appRowExpr = (o: (typeof OUR_COLUMNS)[number]) => {
+    const col = app.columns.get(o.name);
+    return col ? fromApp(col, o.type) : o.absent;
+  };
+  const content = `a.content::text`;
+  const embedding = `a.embedding::vector${app.embeddingWidth ? `(${app.embeddingWidth})` : ''}`;
+  // A row the app wrote itself: its id is its uuid as text, as for an app's row in our own table.
+  const appUuid = app.idColumn.type === 'uuid' ? `a.${id}` : `memory_migrate_uuid('app:' || a.${id}::text)`;
+  const cols = OUR_COLUMNS.map((o) => o.name);
+  const select = (exprs: string[]) => exprs.map((e, i) => `${e} AS ${['id', 'uuid', 'content', 'content_hash', 'dedup_hash', 'embedding', ...cols, 'target_id'][i]}`).join(',\n       ');
+  const linked = select([
+    'l.source_id',
+    'memory_migrate_uuid(l.source_id)',
+    content,
+    // The hashes as loaded while the content is as loaded; computed again once the app changed it.
+    `(CASE WHEN md5(a.content) = l.content_md5 THEN l.content_hash ELSE memory_migrate_content_hash(a.content) END)::char(64)`,
+    `(CASE WHEN md5(a.content) = l.content_md5 THEN l.dedup_hash ELSE memory_migrate_dedup_hash(a.content) END)::char(64)`,
+    embedding,
+    ...OUR_COLUMNS.map(linkedExpr),
+    `a.${id}`,
+  ]);
+  const own = select([
+    `${appUuid}::text`,
+    appUuid,
+    content,
+    'memory_migrate_content_hash(a.content)::char(64)',
+    'memory_migrate_dedup_hash(a.content)::char(64)',
+    embedding,
+    ...OUR_COLUMNS.map(appRowExpr),
+    `a.${id}`,
+  ]);
+  const idType = app.idColumn.type;
+
+  // Columns written to the app's table, from NEW (a row in our shape).
+  const written: { col: AppColumn; expr: string }[] = [{ col: app.columns.get('content')!, expr: 'NEW.content' }, { col: app.columns.get('embedding')!, expr: 'NEW.embedding' }];
+  for (const o of OUR_COLUMNS) {
+    const col = app.columns.get(o.name);
+    if (col && col !== app.idColumn) written.push({ col, expr: `NEW.${o.name}` });
+  }
+  for (const name of ['content_hash', 'dedup_hash', 'uuid']) {
+    const col = app.columns.get(name);
+    if (col && col !== app.idColumn) written.push({ col, expr: `NEW.${name}` });
+  }
+  // A value we do not have (NULL) leaves the app's default to apply, as an INSERT that omits it would.
+  const valueFor = (w: { col: AppColumn; expr: string }) =>
+    w.col.default !== null ? `COALESCE(${toApp(w.col, w.expr)}, ${w.col.default})` : toApp(w.col, w.expr);
+  const kept = OUR_COLUMNS.filter((o) => o.keptInLinks && !app.columns.has(o.name)).map((o) => o.name);
+  const insertCols = [...(app.idFrom === 'app-default' ? [] : [app.idColumn]), ...written.map((w) => w.col)].map((c) => quoteIdent(c.name));
+  const insertVals = [
+    ...(app.idFrom === 'row-uuid' ? ['memory_migrate_uuid(NEW.id)'] : app.idFrom === 'source-id' ? [`NEW.id::text::${idType}`] : []),
+    ...written.map(valueFor),
+  ];
+  const hashes = (row: string) => `COALESCE(${row}.content_hash, memory_migrate_content_hash(${row}.content)), COALESCE(${row}.dedup_hash, memory_migrate_dedup_hash(${row}.content)), md5(${row}.content)`;
+  const linkCols = ['source_id', 'target_id', 'content_hash', 'dedup_hash', 'content_md5', ...kept];
+  const linkVals = ['NEW.id', 'target', hashes('NEW'), ...kept.map((k) => `NEW.${k}`)];
+  // An UPDATE that changes the content but not the hashes (an app's, or rollback's
+  // timestamp fix) has them computed.
+  const newHash = (h: 'content_hash' | 'dedup_hash') =>
+    `CASE WHEN NEW.content IS DISTINCT FROM OLD.content AND NEW.${h} IS NOT DISTINCT FROM OLD.${h} THEN memory_migrate_${h}(NEW.content) ELSE NEW.${h} END`;
+  const appTarget = `${id} = OLD.target_id`;
+
+  await db.exec(`
+DROP VIEW IF EXISTS ${OWN_SCHEMA}.memories;
+CREATE VIEW ${OWN_SCHEMA}.memories AS
+SELECT ${linked}
+  FROM ${OWN_SCHEMA}.memory_links l JOIN ${app.relation} a ON a.${id} = l.target_id::${idType}
+UNION ALL
+SELECT ${own}
+  FROM ${app.relation} a
+ WHERE NOT EXISTS (SELECT 1 FROM ${OWN_SCHEMA}.memory_links l WHERE l.target_id = a.${id}::text);
+
+CREATE OR REPLACE FUNCTION ${OWN_SCHEMA}.memories_insert() RETURNS trigger AS $body$
+DECLARE
+    target text;
+BEGIN
+    INSERT INTO ${app.relation} (${insertCols.join(', ')})
+    VALUES (${insertVals.join(', ')})
+    RETURNING ${id}::text INTO target;
+    IF NEW.id IS NOT NULL THEN
+        INSERT INTO ${OWN_SCHEMA}.memory_links (${linkCols.join(', ')}) VALUES (${linkVals.join(', ')});
+    END IF;
+    NEW.target_id := target;
+    RETURN NEW;
+END
+$body$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE FUNCTION ${OWN_SCHEMA}.memories_update() RETURNS trigger AS $body$
+BEGIN
+    UPDATE ${app.relation} SET ${written.map((w) => `${quoteIdent(w.col.name)} = ${valueFor(w)}`).join(', ')} WHERE ${appTarget};
+    UPDATE ${OWN_SCHEMA}.memory_links
+       SET content_hash = ${newHash('content_hash')}, dedup_hash = ${newHash('dedup_hash')}, content_md5 = md5(NEW.content)${kept.map((k) => `, ${k} = NEW.${k}`).join('')}
+     WHERE target_id = OLD.target_id::text;
+    RETURN NEW;
+END
+$body$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE FUNCTION ${OWN_SCHEMA}.memories_delete() RETURNS trigger AS $body$
+BEGIN
+    DELETE FROM ${app.relation} WHERE ${appTarget};
+    DELETE FROM ${OWN_SCHEMA}.memory_links WHERE target_id = OLD.target_id::text;
+    RETURN OLD;
+END
+$body$ LANGUAGE plpgsql;
+
+CREATE TRIGGER memories_insert INSTEAD OF INSERT ON ${OWN_SCHEMA}.memories FOR EACH ROW EXECUTE FUNCTION ${OWN_SCHEMA}.memories_insert();
+CREATE TRIGGER memories_update INSTEAD OF UPDATE ON ${OWN_SCHEMA}.memories FOR EACH ROW EXECUTE FUNCTION ${OWN_SCHEMA}.memories_update();
+CREATE TRIGGER memories_delete INSTEAD OF DELETE ON ${OWN_SCHEMA}.memories FOR EACH ROW EXECUTE FUNCTION ${OWN_SCHEMA}.memories_delete();
+`);
+}
+
+/** The app's table when memories is the view over it (an adopted database), else null. */
+export async function adoptedRelation(db: Db): Promise<{ schema: string; relation: string; idColumn: string } | null> {
+  const rows = await db.query<{ kind: string }>(`SELECT relkind::text AS kind FROM pg_class WHERE oid = to_regclass('memories')`);
+  if (rows[0]?.kind !== 'v') return null;
+  const app = await findAppTable(db);
+  return app ? { schema: app.schema, relation: app.relation, idColumn: quoteIdent(app.idColumn.name) } : null;
+}
