@@ -84,7 +84,7 @@ async function writeBatch(opts: PipelineOptions, tx: Db, batch: PreparedBatch, r
   await sideDone;
   const fw = await writeFragments(tx, fragments);
   const updatedIds = new Set(w.updatedIds);
-  await restoreUpdatedAt(tx, 'memories', memories.filter((s) => updatedIds.has(s.id)).map((s) => ({ id: s.id, at: s.updatedAt })));
+  if (!w.adopted) await restoreUpdatedAt(tx, 'memories', memories.filter((s) => updatedIds.has(s.id)).map((s) => ({ id: s.id, at: s.updatedAt })));
   if (fw.updated > 0) await restoreUpdatedAt(tx, 'prompt_fragments', fragments.map((f) => ({ id: f.id, at: f.updatedAt ?? f.createdAt })));
   const m = { ...batch.counts.memories };
   m.migrated += w.inserted;

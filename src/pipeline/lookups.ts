@@ -26,11 +26,12 @@ export async function lookupExisting(db: Db, mems: MemoryRow[]): Promise<Map<str
     orig_user: string | null;
     orig_hash: string | null;
   }>(
-    `SELECT x.id, m.content_hash, d.original_id AS dup_of, o.user_id AS orig_user, o.dedup_hash AS orig_hash
+    `WITH d AS (SELECT duplicate_id, original_id FROM memory_duplicates WHERE duplicate_id = ANY ($1::text[]) AND dedup_type = 'exact')
+     SELECT x.id, m.content_hash, d.original_id AS dup_of, o.user_id AS orig_user, o.dedup_hash AS orig_hash
        FROM unnest($1::text[]) AS x(id)
-       LEFT JOIN memories m ON m.id = x.id
-       LEFT JOIN memory_duplicates d ON d.duplicate_id = x.id AND d.dedup_type = 'exact'
-       LEFT JOIN memories o ON o.id = d.original_id
+       LEFT JOIN memory_keys($1::text[]) m ON m.id = x.id
+       LEFT JOIN d ON d.duplicate_id = x.id
+       LEFT JOIN memory_keys(ARRAY(SELECT original_id FROM d)) o ON o.id = d.original_id
       WHERE m.id IS NOT NULL OR d.original_id IS NOT NULL`,
     [mems.map((x) => x.id)],
   );
@@ -61,19 +62,12 @@ export async function fragmentHashes(db: Db, fragments: FragmentRow[]): Promise<
   return new Map(rows.map((r) => [r.id, r.content_hash.trim()]));
 }
 
-/**
- * Dedup key (see dedupKey) to the first stored memory with it, for the keys of `mems`.
- * dedup_hash is char(64): compared with a text value it would be cast to text, which rules out
- * memories_dedup_idx and scans the table for every batch (a load slowing down as it grows).
- */
+/** Dedup key (see dedupKey) to the first stored memory with it, for the keys of `mems` (sql/009). */
 export async function lookupDedupOwners(db: Db, mems: MemoryRow[]): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   if (mems.length === 0) return out;
   const rows = await db.query<{ id: string; user_id: string; dedup_hash: string }>(
-    `SELECT DISTINCT ON (m.user_id, m.dedup_hash) m.id, m.user_id, m.dedup_hash
-       FROM memories m JOIN (SELECT DISTINCT u, h FROM unnest($1::text[], $2::text[]) AS x(u, h)) x
-         ON m.user_id = x.u AND m.dedup_hash = x.h::bpchar
-      ORDER BY m.user_id, m.dedup_hash, m.created_at, m.id`,
+    `SELECT id, user_id, dedup_hash FROM memory_dedup_owners($1::text[], $2::text[])`,
     [mems.map((x) => x.userId), mems.map((x) => x.dedupHash)],
   );
   for (const r of rows) out.set(dedupKey(r.user_id, r.dedup_hash.trim()), r.id);

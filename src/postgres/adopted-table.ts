@@ -166,86 +166,99 @@ function toApp(col: AppColumn, expr: string): string {
   return `(${expr})::text::${col.type}`;
 }
 
-/** Makes (again) the view memory_migrate.memories over the app's table, and its triggers. */
+/** The columns of the view, in order: ours, then the app's id (for the triggers). */
+const VIEW_COLUMNS = ['id', 'uuid', 'content', 'content_hash', 'dedup_hash', 'embedding', ...OUR_COLUMNS.map((o) => o.name), 'target_id'];
+/** The columns memory_page() returns (sql/009_memory_keys.sql). */
+const PAGE_COLUMNS = ['id', 'uuid', 'user_id', 'created_at'];
+/** The columns memory_keys() returns (sql/009_memory_keys.sql). */
+const KEY_COLUMNS = ['id', 'user_id', 'content_hash', 'dedup_hash', 'metadata', 'created_at', 'updated_at'];
+
+/**
+ * Makes (again) everything that puts the app's table in our shape: the view
+ * memory_migrate.memories, its write-through triggers, memory_keys() and
+ * memory_dedup_owners() (what sql/009 makes for our own table), and the per-batch upsert.
+ */
 export async function createAdoptedView(db: Db, app: AppTable): Promise<void> {
   const id = quoteIdent(app.idColumn.name);
-  const linkedExpr = (o: (typeof OUR_COLUMNS)[number]) => {
-    const col = app.columns.get(o.name);
-    if (col) return fromApp(col, o.type);
-    return o.keptInLinks ? `l.${o.name}` : o.absent;
-  };
-  const appRowExpr = (o: (typeof OUR_COLUMNS)[number]) => {
-    const col = app.columns.get(o.name);
-    return col ? fromApp(col, o.type) : o.absent;
-  };
-  const content = `a.content::text`;
-  const embedding = `a.embedding::vector${app.embeddingWidth ? `(${app.embeddingWidth})` : ''}`;
-  // A row the app wrote itself: its id is its uuid as text, as for an app's row in our own table.
-  const appUuid = app.idColumn.type === 'uuid' ? `a.${id}` : `memory_migrate_uuid('app:' || a.${id}::text)`;
-  const cols = OUR_COLUMNS.map((o) => o.name);
-  const select = (exprs: string[]) => exprs.map((e, i) => `${e} AS ${['id', 'uuid', 'content', 'content_hash', 'dedup_hash', 'embedding', ...cols, 'target_id'][i]}`).join(',\n       ');
-  const linked = select([
-    'l.source_id',
-    'memory_migrate_uuid(l.source_id)',
-    content,
-    // The hashes as loaded while the content is as loaded; computed again once the app changed it.
-    `(CASE WHEN md5(a.content) = l.content_md5 THEN l.content_hash ELSE memory_migrate_content_hash(a.content) END)::char(64)`,
-    `(CASE WHEN md5(a.content) = l.content_md5 THEN l.dedup_hash ELSE memory_migrate_dedup_hash(a.content) END)::char(64)`,
-    embedding,
-    ...OUR_COLUMNS.map(linkedExpr),
-    `a.${id}`,
-  ]);
-  const own = select([
-    `${appUuid}::text`,
-    appUuid,
-    content,
-    'memory_migrate_content_hash(a.content)::char(64)',
-    'memory_migrate_dedup_hash(a.content)::char(64)',
-    embedding,
-    ...OUR_COLUMNS.map(appRowExpr),
-    `a.${id}`,
-  ]);
   const idType = app.idColumn.type;
-
-  // Columns written to the app's table, from NEW (a row in our shape).
-  const written: { col: AppColumn; expr: string }[] = [{ col: app.columns.get('content')!, expr: 'NEW.content' }, { col: app.columns.get('embedding')!, expr: 'NEW.embedding' }];
+  const own = OWN_SCHEMA;
+  // Each of our columns for a migrated row (a) with its link (l), and for a row the app wrote.
+  const linked: Record<string, string> = {
+    id: 'l.source_id',
+    uuid: 'memory_migrate_uuid(l.source_id)',
+    content: 'a.content::text',
+    // The hashes as loaded while the content is as loaded; computed again once the app changed it.
+    content_hash: `(CASE WHEN md5(a.content) = l.content_md5 THEN l.content_hash ELSE memory_migrate_content_hash(a.content) END)::char(64)`,
+    dedup_hash: `(CASE WHEN md5(a.content) = l.content_md5 THEN l.dedup_hash ELSE memory_migrate_dedup_hash(a.content) END)::char(64)`,
+    embedding: `a.embedding::vector${app.embeddingWidth ? `(${app.embeddingWidth})` : ''}`,
+    target_id: `a.${id}`,
+  };
+  const appRow: Record<string, string> = {
+    // The app's own id, as text: a UUID as it is, any other under "app:" so it cannot be taken
+    // for a source id, and either can be turned back into the app's id (appIds below).
+    id: idType === 'uuid' ? `a.${id}::text` : `'app:' || a.${id}::text`,
+    uuid: idType === 'uuid' ? `a.${id}` : `memory_migrate_uuid('app-row:' || a.${id}::text)`,
+    content: linked.content!,
+    content_hash: 'memory_migrate_content_hash(a.content)::char(64)',
+    dedup_hash: 'memory_migrate_dedup_hash(a.content)::char(64)',
+    embedding: linked.embedding!,
+    target_id: `a.${id}`,
+  };
   for (const o of OUR_COLUMNS) {
     const col = app.columns.get(o.name);
-    if (col && col !== app.idColumn) written.push({ col, expr: `NEW.${o.name}` });
+    linked[o.name] = col ? fromApp(col, o.type) : o.keptInLinks ? `l.${o.name}` : o.absent;
+    appRow[o.name] = col ? fromApp(col, o.type) : o.absent;
   }
-  for (const name of ['content_hash', 'dedup_hash', 'uuid']) {
+  const select = (exprs: Record<string, string>, names: string[]) => names.map((n) => `${exprs[n]} AS ${n}`).join(',\n       ');
+  const linkJoin = `${own}.memory_links l JOIN ${app.relation} a ON a.${id} = l.target_id::${idType}`;
+  const unlinked = `NOT EXISTS (SELECT 1 FROM ${own}.memory_links l WHERE l.target_id = a.${id}::text)`;
+  // The app's ids among `ids` (text), in the app's type: the inverse of appRow.id.
+  const appIds = (ids: string) =>
+    idType === 'uuid'
+      ? `ARRAY(SELECT i::uuid FROM unnest(${ids}) AS i WHERE i ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')`
+      : /^(smallint|integer|bigint)$/.test(idType)
+        ? `ARRAY(SELECT substr(i, 5)::${idType} FROM unnest(${ids}) AS i WHERE i ~ '^app:-?[0-9]{1,18}$')`
+        : `ARRAY(SELECT substr(i, 5)::${idType} FROM unnest(${ids}) AS i WHERE i LIKE 'app:%')`;
+
+  // Columns written to the app's table, from a row in our shape.
+  const written: { col: AppColumn; name: string }[] = [
+    { col: app.columns.get('content')!, name: 'content' },
+    { col: app.columns.get('embedding')!, name: 'embedding' },
+  ];
+  for (const name of [...OUR_COLUMNS.map((o) => o.name), 'content_hash', 'dedup_hash', 'uuid']) {
     const col = app.columns.get(name);
-    if (col && col !== app.idColumn) written.push({ col, expr: `NEW.${name}` });
+    if (col && col !== app.idColumn) written.push({ col, name });
   }
   // A value we do not have (NULL) leaves the app's default to apply, as an INSERT that omits it would.
-  const valueFor = (w: { col: AppColumn; expr: string }) =>
-    w.col.default !== null ? `COALESCE(${toApp(w.col, w.expr)}, ${w.col.default})` : toApp(w.col, w.expr);
+  const valueFor = (w: { col: AppColumn; name: string }) =>
+    w.col.default !== null ? `COALESCE(${toApp(w.col, `NEW.${w.name}`)}, ${w.col.default})` : toApp(w.col, `NEW.${w.name}`);
   const kept = OUR_COLUMNS.filter((o) => o.keptInLinks && !app.columns.has(o.name)).map((o) => o.name);
   const insertCols = [...(app.idFrom === 'app-default' ? [] : [app.idColumn]), ...written.map((w) => w.col)].map((c) => quoteIdent(c.name));
   const insertVals = [
     ...(app.idFrom === 'row-uuid' ? ['memory_migrate_uuid(NEW.id)'] : app.idFrom === 'source-id' ? [`NEW.id::text::${idType}`] : []),
     ...written.map(valueFor),
   ];
-  const hashes = (row: string) => `COALESCE(${row}.content_hash, memory_migrate_content_hash(${row}.content)), COALESCE(${row}.dedup_hash, memory_migrate_dedup_hash(${row}.content)), md5(${row}.content)`;
+  const hashes = `COALESCE(NEW.content_hash, memory_migrate_content_hash(NEW.content)), COALESCE(NEW.dedup_hash, memory_migrate_dedup_hash(NEW.content)), md5(NEW.content)`;
   const linkCols = ['source_id', 'target_id', 'content_hash', 'dedup_hash', 'content_md5', ...kept];
-  const linkVals = ['NEW.id', 'target', hashes('NEW'), ...kept.map((k) => `NEW.${k}`)];
+  const linkVals = ['NEW.id', 'target', hashes, ...kept.map((k) => `NEW.${k}`)];
   // An UPDATE that changes the content but not the hashes (an app's, or rollback's
   // timestamp fix) has them computed.
   const newHash = (h: 'content_hash' | 'dedup_hash') =>
     `CASE WHEN NEW.content IS DISTINCT FROM OLD.content AND NEW.${h} IS NOT DISTINCT FROM OLD.${h} THEN memory_migrate_${h}(NEW.content) ELSE NEW.${h} END`;
-  const appTarget = `${id} = OLD.target_id`;
+  const nowUtc = `(now() AT TIME ZONE 'UTC')`;
+  const staged = ['id', 'uuid', 'user_id', 'content', 'content_hash', 'dedup_hash', 'embedding', 'embedding_model', 'metadata', 'category', 'importance_score'];
 
   await db.exec(`
-DROP VIEW IF EXISTS ${OWN_SCHEMA}.memories;
-CREATE VIEW ${OWN_SCHEMA}.memories AS
-SELECT ${linked}
-  FROM ${OWN_SCHEMA}.memory_links l JOIN ${app.relation} a ON a.${id} = l.target_id::${idType}
+DROP VIEW IF EXISTS ${own}.memories;
+CREATE VIEW ${own}.memories AS
+SELECT ${select(linked, VIEW_COLUMNS)}
+  FROM ${linkJoin}
 UNION ALL
-SELECT ${own}
+SELECT ${select(appRow, VIEW_COLUMNS)}
   FROM ${app.relation} a
- WHERE NOT EXISTS (SELECT 1 FROM ${OWN_SCHEMA}.memory_links l WHERE l.target_id = a.${id}::text);
+ WHERE ${unlinked};
 
-CREATE OR REPLACE FUNCTION ${OWN_SCHEMA}.memories_insert() RETURNS trigger AS $body$
+CREATE OR REPLACE FUNCTION ${own}.memories_insert() RETURNS trigger AS $body$
 DECLARE
     target text;
 BEGIN
@@ -253,34 +266,109 @@ BEGIN
     VALUES (${insertVals.join(', ')})
     RETURNING ${id}::text INTO target;
     IF NEW.id IS NOT NULL THEN
-        INSERT INTO ${OWN_SCHEMA}.memory_links (${linkCols.join(', ')}) VALUES (${linkVals.join(', ')});
+        INSERT INTO ${own}.memory_links (${linkCols.join(', ')}) VALUES (${linkVals.join(', ')});
     END IF;
     NEW.target_id := target;
     RETURN NEW;
 END
 $body$ LANGUAGE plpgsql;
 
-CREATE OR REPLACE FUNCTION ${OWN_SCHEMA}.memories_update() RETURNS trigger AS $body$
+CREATE OR REPLACE FUNCTION ${own}.memories_update() RETURNS trigger AS $body$
 BEGIN
-    UPDATE ${app.relation} SET ${written.map((w) => `${quoteIdent(w.col.name)} = ${valueFor(w)}`).join(', ')} WHERE ${appTarget};
-    UPDATE ${OWN_SCHEMA}.memory_links
+    UPDATE ${app.relation} SET ${written.map((w) => `${quoteIdent(w.col.name)} = ${valueFor(w)}`).join(', ')} WHERE ${id} = OLD.target_id;
+    UPDATE ${own}.memory_links
        SET content_hash = ${newHash('content_hash')}, dedup_hash = ${newHash('dedup_hash')}, content_md5 = md5(NEW.content)${kept.map((k) => `, ${k} = NEW.${k}`).join('')}
      WHERE target_id = OLD.target_id::text;
     RETURN NEW;
 END
 $body$ LANGUAGE plpgsql;
 
-CREATE OR REPLACE FUNCTION ${OWN_SCHEMA}.memories_delete() RETURNS trigger AS $body$
+CREATE OR REPLACE FUNCTION ${own}.memories_delete() RETURNS trigger AS $body$
 BEGIN
-    DELETE FROM ${app.relation} WHERE ${appTarget};
-    DELETE FROM ${OWN_SCHEMA}.memory_links WHERE target_id = OLD.target_id::text;
+    DELETE FROM ${app.relation} WHERE ${id} = OLD.target_id;
+    DELETE FROM ${own}.memory_links WHERE target_id = OLD.target_id::text;
     RETURN OLD;
 END
 $body$ LANGUAGE plpgsql;
 
-CREATE TRIGGER memories_insert INSTEAD OF INSERT ON ${OWN_SCHEMA}.memories FOR EACH ROW EXECUTE FUNCTION ${OWN_SCHEMA}.memories_insert();
-CREATE TRIGGER memories_update INSTEAD OF UPDATE ON ${OWN_SCHEMA}.memories FOR EACH ROW EXECUTE FUNCTION ${OWN_SCHEMA}.memories_update();
-CREATE TRIGGER memories_delete INSTEAD OF DELETE ON ${OWN_SCHEMA}.memories FOR EACH ROW EXECUTE FUNCTION ${OWN_SCHEMA}.memories_delete();
+CREATE TRIGGER memories_insert INSTEAD OF INSERT ON ${own}.memories FOR EACH ROW EXECUTE FUNCTION ${own}.memories_insert();
+CREATE TRIGGER memories_update INSTEAD OF UPDATE ON ${own}.memories FOR EACH ROW EXECUTE FUNCTION ${own}.memories_update();
+CREATE TRIGGER memories_delete INSTEAD OF DELETE ON ${own}.memories FOR EACH ROW EXECUTE FUNCTION ${own}.memories_delete();
+
+-- The planner cannot search the view by id (a join under UNION ALL): the per-batch lookups
+-- go through these, by the links' primary key and the app's.
+CREATE OR REPLACE FUNCTION ${own}.memory_keys(ids text[])
+RETURNS TABLE (id text, user_id varchar, content_hash char(64), dedup_hash char(64), metadata jsonb,
+               created_at timestamp, updated_at timestamp)
+LANGUAGE sql STABLE AS $body$
+    SELECT ${select(linked, KEY_COLUMNS)}
+      FROM ${linkJoin} WHERE l.source_id = ANY (ids)
+    UNION ALL
+    SELECT ${select(appRow, KEY_COLUMNS)}
+      FROM ${app.relation} a WHERE a.${id} = ANY (${appIds('ids')}) AND ${unlinked}
+$body$;
+
+CREATE OR REPLACE FUNCTION ${own}.memory_page(after text, n integer)
+RETURNS TABLE (id text, uuid uuid, user_id varchar, created_at timestamp)
+LANGUAGE sql STABLE AS $body$
+    SELECT * FROM (
+        (SELECT ${select(linked, PAGE_COLUMNS)} FROM ${linkJoin} WHERE l.source_id > after ORDER BY l.source_id LIMIT n)
+        UNION ALL
+        (SELECT * FROM (SELECT ${select(appRow, PAGE_COLUMNS)} FROM ${app.relation} a WHERE ${unlinked}) o
+          WHERE o.id > after ORDER BY o.id LIMIT n)
+    ) p ORDER BY p.id LIMIT n
+$body$;
+
+-- By the dedup hash as loaded (memory_links_dedup_idx): the app's own rows are not dedup owners.
+CREATE OR REPLACE FUNCTION ${own}.memory_dedup_owners(users text[], hashes text[])
+RETURNS TABLE (id text, user_id varchar, dedup_hash char(64))
+LANGUAGE sql STABLE AS $body$
+    SELECT DISTINCT ON (k.user_id, k.dedup_hash) k.id, k.user_id, k.dedup_hash
+      FROM (SELECT l.source_id AS id, ${linked.user_id} AS user_id, l.dedup_hash, ${linked.created_at} AS created_at
+              FROM ${linkJoin} WHERE l.dedup_hash = ANY (hashes::bpchar[])) k
+      JOIN (SELECT DISTINCT u, h FROM unnest(users, hashes) AS x(u, h)) x ON k.user_id = x.u AND k.dedup_hash = x.h::bpchar
+     ORDER BY k.user_id, k.dedup_hash, k.created_at, k.id
+$body$;
+
+-- The staged batch (postgres/writer.ts) into the app's table: a row memory-migrate wrote
+-- before (or one the app wrote, under its app id) is updated when its content or metadata
+-- changed, any other is inserted, each through the view's triggers.
+CREATE OR REPLACE FUNCTION ${own}.upsert_staged_memories() RETURNS TABLE (id text, inserted boolean) AS $body$
+#variable_conflict use_column
+DECLARE
+    r record;
+    cur record;
+    target text;
+BEGIN
+    FOR r IN SELECT s.*, l.target_id AS linked FROM mm_stage_memories s LEFT JOIN ${own}.memory_links l ON l.source_id = s.id LOOP
+        target := COALESCE(r.linked, (SELECT a.${id}::text FROM ${app.relation} a WHERE a.${id} = ANY (${appIds('ARRAY[r.id]')}) AND ${unlinked}));
+        SELECT m.content_hash, m.metadata, m.embedding, m.embedding_model INTO cur FROM ${own}.memories m WHERE m.target_id = target::${idType};
+        IF target IS NOT NULL AND FOUND THEN
+            IF cur.content_hash IS DISTINCT FROM r.content_hash OR cur.metadata IS DISTINCT FROM r.metadata THEN
+                UPDATE ${own}.memories m SET
+                    user_id = r.user_id, content = r.content, content_hash = r.content_hash, dedup_hash = r.dedup_hash,
+                    embedding = CASE WHEN r.embedding IS NULL AND cur.content_hash = r.content_hash THEN cur.embedding ELSE r.embedding END,
+                    embedding_model = CASE WHEN r.embedding IS NULL AND cur.content_hash = r.content_hash THEN cur.embedding_model ELSE r.embedding_model END,
+                    metadata = r.metadata, category = r.category, importance_score = r.importance_score,
+                    created_at = COALESCE(r.created_at, m.created_at), updated_at = COALESCE(r.updated_at, r.created_at, ${nowUtc})
+                 WHERE m.target_id = target::${idType};
+                id := r.id;
+                inserted := false;
+                RETURN NEXT;
+            END IF;
+        ELSE
+            -- The app deleted the row memory-migrate wrote: its link goes, the row is written again.
+            DELETE FROM ${own}.memory_links l WHERE l.source_id = r.id;
+            INSERT INTO ${own}.memories (${staged.join(', ')}, created_at, updated_at, last_accessed_at)
+            VALUES (${staged.map((c) => `r.${c}`).join(', ')}, COALESCE(r.created_at, ${nowUtc}),
+                    COALESCE(r.updated_at, r.created_at, ${nowUtc}), COALESCE(r.last_accessed_at, r.updated_at, r.created_at, ${nowUtc}));
+            id := r.id;
+            inserted := true;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$body$ LANGUAGE plpgsql;
 `);
 }
 

@@ -8,8 +8,8 @@ export async function idsWithStoredMetadata(db: Db, rows: { id: string; md: stri
   if (rows.length === 0) return new Set();
   const same = await db.query<{ id: string }>(
     `SELECT x.id FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text)
-       JOIN memories m ON m.id = x.id WHERE m.metadata = x.md::jsonb`,
-    [JSON.stringify(rows)],
+       JOIN memory_keys($2::text[]) m ON m.id = x.id WHERE m.metadata = x.md::jsonb`,
+    [JSON.stringify(rows), rows.map((r) => r.id)],
   );
   return new Set(same.map((r) => r.id));
 }

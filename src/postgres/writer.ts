@@ -39,6 +39,8 @@ export interface WriteResult {
   updated: number;
   insertedIds: string[];
   updatedIds: string[];
+  /** Written into an adopted app's table (its triggers, not ours, decide its updated_at). */
+  adopted?: boolean;
 }
 
 const MEMORY_COLUMNS: [string, CopyColumnType][] = [
@@ -132,7 +134,8 @@ export async function writeMemories(tx: Db, rows: MemoryRow[], options: WriteMem
      TRUNCATE mm_stage_memories;`,
   );
   await tx.copyBinary('mm_stage_memories', MEMORY_COPY_COLUMNS, encoded);
-  const result = (await memoriesIsView(tx)) ? await upsertThroughView(tx) : await tx.query<{ id: string; inserted: boolean }>(
+  out.adopted = await memoriesIsView(tx);
+  const result = out.adopted ? await upsertThroughView(tx) : await tx.query<{ id: string; inserted: boolean }>(
     `WITH up AS (
        INSERT INTO memories (${MEMORY_COLUMN_LIST})
        SELECT id, uuid, user_id, content, content_hash, dedup_hash, embedding, embedding_model, metadata, category,
@@ -177,38 +180,11 @@ async function memoriesIsView(tx: Db): Promise<boolean> {
 
 /**
  * The upsert above for an adopted app's table, where memories is a view whose INSTEAD OF
- * triggers write through (adopted-table.ts), and a view takes no ON CONFLICT: the same
- * changes as an UPDATE of the rows memory-migrate wrote before, then an INSERT of the others.
+ * triggers write through, and a view takes no ON CONFLICT: the function adopted-table.ts
+ * made does the same, row by row, by the links' and the app's keys.
  */
 async function upsertThroughView(tx: Db): Promise<{ id: string; inserted: boolean }[]> {
-  const updated = await tx.query<{ id: string }>(
-    `UPDATE memories m SET
-       user_id = s.user_id,
-       content = s.content,
-       embedding = CASE WHEN s.embedding IS NULL AND m.content_hash = s.content_hash THEN m.embedding ELSE s.embedding END,
-       embedding_model = CASE WHEN s.embedding IS NULL AND m.content_hash = s.content_hash THEN m.embedding_model ELSE s.embedding_model END,
-       content_hash = s.content_hash,
-       dedup_hash = s.dedup_hash,
-       metadata = s.metadata,
-       category = s.category,
-       importance_score = s.importance_score,
-       created_at = COALESCE(s.created_at, m.created_at),
-       updated_at = COALESCE(s.updated_at, s.created_at, ${NOW_UTC})
-      FROM mm_stage_memories s
-     WHERE m.id = s.id
-       AND (m.content_hash IS DISTINCT FROM s.content_hash OR m.metadata IS DISTINCT FROM s.metadata)
-     RETURNING m.id`,
-  );
-  const inserted = await tx.query<{ id: string }>(
-    `INSERT INTO memories (${MEMORY_COLUMN_LIST})
-     SELECT id, uuid, user_id, content, content_hash, dedup_hash, embedding, embedding_model, metadata, category,
-            importance_score, COALESCE(created_at, ${NOW_UTC}), COALESCE(updated_at, created_at, ${NOW_UTC}),
-            COALESCE(last_accessed_at, updated_at, created_at, ${NOW_UTC})
-       FROM mm_stage_memories s
-      WHERE NOT EXISTS (SELECT 1 FROM memory_links l WHERE l.source_id = s.id)
-     RETURNING id`,
-  );
-  return [...updated.map((r) => ({ id: r.id, inserted: false })), ...inserted.map((r) => ({ id: r.id, inserted: true }))];
+  return tx.query<{ id: string; inserted: boolean }>(`SELECT id, inserted FROM upsert_staged_memories()`);
 }
 
 /** COPY into memories itself. */

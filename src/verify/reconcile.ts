@@ -95,8 +95,8 @@ export async function reconcile(
               (SELECT s.reason FROM migration_skips s WHERE s.source_id = x.id AND s.rejected) AS rejected,
               EXISTS (SELECT 1 FROM prompt_fragments f WHERE f.id = x.id) AS frag
          FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, md text, created timestamptz, updated timestamptz)
-         LEFT JOIN memories m ON m.id = x.id`,
-      [JSON.stringify(rows.map((r) => ({ id: r.id, md: r.md, created: r.created, updated: r.updated }))), since.lastFinished],
+         LEFT JOIN memory_keys($3::text[]) m ON m.id = x.id`,
+      [JSON.stringify(rows.map((r) => ({ id: r.id, md: r.md, created: r.created, updated: r.updated }))), since.lastFinished, rows.map((r) => r.id)],
     );
     const byId = new Map(found.map((f) => [f.id, f]));
     const metadataDiffers = rows.filter((r) => byId.get(r.id)?.md_differs === true);
@@ -165,7 +165,7 @@ export async function reconcile(
       'memories',
       `SELECT id, user_id AS u, (uuid <> memory_migrate_uuid(id) OR created_at > $2::timestamptz) AS added,
               to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created
-         FROM memories WHERE id > $1 ORDER BY id LIMIT ${PAGE}`,
+         FROM memory_page($1, ${PAGE})`,
     ],
     [
       'memory_duplicates',
@@ -301,7 +301,7 @@ async function describeMetadataDiffs(db: Db, rows: { id: string; md: string }[])
   const got = await db.query<{ id: string; key: string | null; src: string | null; pg: string | null }>(
     `WITH x AS (SELECT r.id, r.md::jsonb AS md, m.metadata AS pg,
                        jsonb_typeof(r.md::jsonb) = 'object' AND jsonb_typeof(m.metadata) = 'object' AS objects
-                  FROM jsonb_to_recordset($1::text::jsonb) AS r(id text, md text) JOIN memories m ON m.id = r.id)
+                  FROM jsonb_to_recordset($1::text::jsonb) AS r(id text, md text) JOIN memory_keys($2::text[]) m ON m.id = r.id)
      SELECT x.id, k.key, (x.md -> k.key)::text AS src, (x.pg -> k.key)::text AS pg
        FROM x CROSS JOIN LATERAL (SELECT jsonb_object_keys(x.md) WHERE x.objects
                                   UNION SELECT jsonb_object_keys(x.pg) WHERE x.objects) AS k(key)
@@ -309,7 +309,7 @@ async function describeMetadataDiffs(db: Db, rows: { id: string; md: string }[])
      UNION ALL
      SELECT x.id, NULL, x.md::text, x.pg::text FROM x WHERE NOT x.objects
      ORDER BY 1, 2`,
-    [JSON.stringify(rows.slice(0, MAX_REPORTED).map((r) => ({ id: r.id, md: r.md })))],
+    [JSON.stringify(rows.slice(0, MAX_REPORTED).map((r) => ({ id: r.id, md: r.md }))), rows.slice(0, MAX_REPORTED).map((r) => r.id)],
   );
   const parts = new Map<string, string[]>();
   const cut = (v: string) => (v.length > 60 ? `${v.slice(0, 60)}…` : v);

@@ -175,6 +175,21 @@ for (const target of testTargets()) {
       }
       const parity = await runCli(['verify', '--sqlite', file, ...targetArgs(t), '--json']);
       assert.equal(parity.code, 0, parity.stdout + parity.stderr);
+
+      // Migrating the rolled-back file again finds the app's row under its app id: nothing twice.
+      const roundTrip = await migrate(file, t);
+      assert.deepEqual([roundTrip.report.memories.migrated, roundTrip.report.memories.updated], [0, 0]);
+      // A migrated row the app deleted is written again by the next run (its stale link is replaced).
+      const rows = await withDb(t, async (db) => {
+        await db.query(`DELETE FROM public.memories WHERE id = 1`);
+        return n(db, `SELECT count(*)::int AS n FROM public.memories`);
+      });
+      const restored = await migrate(file, t);
+      assert.equal(restored.report.memories.migrated, 1);
+      await withDb(t, async (db) => {
+        assert.equal(await n(db, `SELECT count(*)::int AS n FROM public.memories`), rows + 1);
+        assert.equal(await n(db, `SELECT count(*)::int AS n FROM memory_migrate.memory_links l WHERE NOT EXISTS (SELECT 1 FROM public.memories a WHERE a.id = l.target_id::int)`), 0);
+      });
     });
 
     test('UUID ids, TEXT metadata, TIMESTAMP, no user column, its own HNSW index: dry run, --limit, edits, --mirror-deletes', async () => {
