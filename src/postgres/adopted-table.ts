@@ -5,9 +5,11 @@
 //   and the values the app's table has no column for (sql/004_adopted_links.sql);
 // - the view memory_migrate.memories, the app's rows in the shape of our own memories table,
 //   with INSTEAD OF triggers that write through to the app's table and the links.
-// Every reader and writer of "memories" (the load, lookups, verify, rollback, the store) then
-// works unchanged in both modes. The view and its triggers are made again on every install,
-// from the app's columns as they are then.
+// Every reader and writer of "memories" (the load, verify, rollback, the store) then works
+// unchanged in both modes. What runs once per batch goes through functions instead
+// (memory_keys, memory_dedup_owners, memory_page, upsert_staged_memories), because the
+// planner cannot search a view over a join by id; sql/009 has the same over our own table.
+// All of it is made again on every install, from the app's columns as they are then.
 import type { Db } from './connection.js';
 import { UsageError } from '../errors.js';
 import { quoteIdent } from '../sql-identifier.js';
