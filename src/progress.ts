@@ -1,6 +1,6 @@
 // Progress for long work. On a terminal: a live cli-progress bar with rows done/total, rows/s,
-// ETA, embedding requests in flight, cache hits and retries, and a second bar for the index
-// build. Elsewhere (stdout not a TTY, or CI=true): a plain line every few seconds at most.
+// ETA, embedding requests in flight, tokens per minute against the API's rate limit, cache
+// hits and retries, and a second bar for the index build. Elsewhere (stdout not a TTY, or CI=true): a plain line every few seconds at most.
 // --quiet shows neither. Bars are drawn on stderr, so stdout keeps only the summary (or the
 // one --json object).
 import cliProgress from 'cli-progress';
@@ -52,16 +52,39 @@ function formatSeconds(s: number): string {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+/** Tokens sent per minute over the last minute (or since the start), from samples of the total. */
+export function tokensPerMinute(samples: Array<{ at: number; tokens: number }>, at: number, tokens: number): number {
+  samples.push({ at, tokens });
+  while (samples.length > 2 && samples[1]!.at <= at - 60_000) samples.shift();
+  const first = samples[0]!;
+  const ms = at - first.at;
+  return ms > 0 ? ((tokens - first.tokens) * 60_000) / ms : 0;
+}
+
+/** "tokens/min 52,000 of 60,000" (the limit as the API reports it), or "" before any token. */
+export function formatTokenRate(tpm: number, limit: number | undefined): string {
+  if (tpm <= 0 && !limit) return '';
+  const n = (x: number) => Math.round(x).toLocaleString('en-US');
+  return `tokens/min ${n(tpm)}${limit ? ` of ${n(limit)}` : ''}`;
+}
+
 export function createProgress(out: Output, src: ProgressSource): Progress {
   if (out.quiet || src.total === 0) return { update() {}, stop() {} };
   const now = src.now ?? Date.now;
   const started = now();
-  const embedFields = () => ({
-    inflight: src.provider?.inflight ?? 0,
-    cached: src.service?.stats.cached ?? 0,
-    retries: src.service?.stats.retries ?? 0,
-    requests: src.service?.stats.requests ?? 0,
-  });
+  const samples: Array<{ at: number; tokens: number }> = [{ at: started, tokens: src.service?.stats.tokens ?? 0 }];
+  const embedFields = () => {
+    const stats = src.service?.stats;
+    const tpm = stats ? tokensPerMinute(samples, now(), stats.tokens) : 0;
+    const rate = formatTokenRate(tpm, stats?.rateLimit?.tokensPerMin || undefined);
+    return {
+      inflight: src.provider?.inflight ?? 0,
+      cached: stats?.cached ?? 0,
+      retries: stats?.retries ?? 0,
+      requests: stats?.requests ?? 0,
+      tokenRate: rate ? ` | ${rate}` : '',
+    };
+  };
   const rateOf = (done: number) => {
     const secs = (now() - started) / 1000;
     return secs > 0 ? done / secs : 0;
@@ -72,7 +95,7 @@ export function createProgress(out: Output, src: ProgressSource): Progress {
       {
         format:
           `${src.label} {bar} {percentage}% | {value}/{total} rows | {rate} rows/s | ETA {eta_formatted} | ` +
-          `requests {requests} ({inflight} in flight) | cache hits {cached} | retries {retries}`,
+          `requests {requests} ({inflight} in flight){tokenRate} | cache hits {cached} | retries {retries}`,
         stream: src.stream ?? process.stderr,
         hideCursor: true,
         etaBuffer: 50,
@@ -108,7 +131,7 @@ export function createProgress(out: Output, src: ProgressSource): Progress {
     out.info(
       `${src.label}: ${done}/${src.total} rows (${Math.floor((100 * done) / src.total)}%), ${Math.round(rate)} rows/s, ` +
         `ETA ${done >= src.total ? '0 s' : formatSeconds(eta)}, requests ${e.requests} (in flight ${e.inflight}), ` +
-        `cache hits ${e.cached}, retries ${e.retries}`,
+        `${e.tokenRate ? `${e.tokenRate.slice(3)}, ` : ''}cache hits ${e.cached}, retries ${e.retries}`,
     );
     lastDone = done;
   };

@@ -139,6 +139,9 @@ export function emptyMigrationReport(o: {
       tokens: 0,
       truncated: 0,
       rejected: 0,
+      rateLimited: 0,
+      throttledMs: 0,
+      rateLimit: null,
       invalidStored: 0,
       estimatedCostUsd: 0,
     },
@@ -189,6 +192,10 @@ export function formatSummary(r: MigrationReport): string {
       `requests ${e.requests}, retries ${e.retries}, tokens ${e.tokens}, truncated ${e.truncated}, rejected ${e.rejected}, ` +
       `estimated cost $${e.estimatedCostUsd.toFixed(4)}`,
   );
+  if (e.rateLimit || e.rateLimited > 0) {
+    const limit = e.rateLimit ? `${e.rateLimit.tokensPerMin} tokens/min, ${e.rateLimit.requestsPerMin} requests/min` : 'not reported';
+    lines.push(`embedding rate limit: ${limit}; held back ${secs(e.throttledMs)} to stay inside it; 429 answers ${e.rateLimited}`);
+  }
   if (e.invalidStored > 0) lines.push(`stored vectors that were invalid and re-embedded: ${e.invalidStored}`);
   const reasons = Object.entries(m.skippedByReason);
   if (reasons.length > 0) lines.push(`skipped: ${reasons.map(([k, v]) => `${k} ${v}`).join(', ')}`);

@@ -16,7 +16,8 @@ export async function preflight(service: EmbeddingService, groups: EmbedInput[][
   for (const group of groups) {
     const fresh = group.filter((g) => !seen.has(service.keyFor(g.text)));
     total.cached += group.length - fresh.length;
-    const pf = await service.preflight(fresh);
+    // The run's first request is a small probe, sent alone: planned as such.
+    const pf = await service.preflight(fresh, { first: total.requests === 0 });
     for (const g of fresh) seen.add(service.keyFor(g.text));
     total.textsToEmbed += pf.texts;
     total.tokens += pf.tokens;

@@ -65,8 +65,8 @@ export function embedderOptions(cmd: Command): Command {
     )
     .option('--model <name>', `embedding model (default: ${DEFAULT_OPENAI_MODEL} for openai, ${LOCAL_EMBEDDING_MODEL} for local)`)
     .option('--dimensions <n>', 'vector width (default: the model\'s own; text-embedding-3-* accept fewer)', parsePositiveInt('--dimensions'))
-    .option('--concurrency <n>', 'embedding requests in flight', parsePositiveInt('--concurrency'), DEFAULT_CONCURRENCY)
-    .option('--max-retries <n>', 'retries per embedding request on 408/409/429/5xx', parsePositiveInt('--max-retries', 0), DEFAULT_MAX_RETRIES)
+    .option('--concurrency <n>', 'most embedding requests in flight (requests are also paced to the API rate limit)', parsePositiveInt('--concurrency'), DEFAULT_CONCURRENCY)
+    .option('--max-retries <n>', 'retries per embedding request on 408/409/5xx and network errors (429s for the rate limit are waited out)', parsePositiveInt('--max-retries', 0), DEFAULT_MAX_RETRIES)
     .option('--max-batch-inputs <n>', 'inputs per embedding request', parsePositiveInt('--max-batch-inputs'), DEFAULT_MAX_INPUTS)
     .option('--max-batch-tokens <n>', 'tokens per embedding request', parsePositiveInt('--max-batch-tokens'), DEFAULT_MAX_TOKENS);
 }

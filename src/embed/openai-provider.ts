@@ -1,35 +1,46 @@
 // Embeddings through the official `openai` client, against OpenAI or any compatible server
 // (Azure's /openai/v1, Ollama, vLLM, TEI, a local test server).
 //
-// The client's own retries are switched off (maxRetries: 0) and done here with p-retry, so
-// every attempt and every retry is counted, and a 401 is never retried. What this adds:
-// - token-exact batching (planBatches) and truncation of inputs over the per-input limit;
+// Every embed() call puts its texts in one queue the provider works through in order, so
+// calls made ahead of time (the pipeline embeds batches before they are written) keep the API
+// busy while there is work. One dispatcher sends from the queue:
+// - requests are packed token-exact (planBatches) per call, and sized to the server's token
+//   limit once an answer has said what it is (an eighth of the per-minute bucket), so a
+//   request never comes near "Request too large"; one that gets it anyway is sized again,
+//   and an input that can never pass is rejected, not the run;
+// - a request goes out when the model of the server's rate-limit buckets (rate-limit.ts) says
+//   it fits, at most `concurrency` in flight: the run sends at the refill rate the limit
+//   allows instead of running into 429s;
+// - the very first request is sent alone (and small), so a bad key costs exactly one, and its
+//   answer brings the limits before anything else is sized;
 // - retries on 408/409/429/5xx and connection errors / timeouts, exponential backoff with
-//   jitter, honouring retry-after-ms / Retry-After (capped at 60 s);
+//   jitter, honouring retry-after-ms / Retry-After (capped at 60 s); a 429 for the rate limit
+//   does not use up --max-retries (the budget waits it out), one for an exhausted quota stops;
 // - 401/403 (credentials) and 404 (model / endpoint) stop the whole run at once, abandoning
-//   requests in flight; the very first request is sent alone, so a bad key costs exactly one;
+//   requests in flight;
 // - a 400 on a batch is bisected down to the inputs the server refuses, which are rejected
-//   (and written to the reject file) while everything else is embedded;
-// - rate control from x-ratelimit-remaining-* / x-ratelimit-reset-* headers: when the budget
-//   the server reported is used up, wait for its reset instead of running into a 429;
-// - at most `concurrency` HTTP requests in flight.
+//   (and written to the reject file) while everything else is embedded.
+// The client's own retries are switched off (maxRetries: 0), so every attempt is counted.
 import { setMaxListeners } from 'node:events';
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
-import pRetry, { AbortError } from 'p-retry';
 import { RunError, UsageError } from '../errors.js';
-import { maskUrl, registerSecret } from '../secrets.js';
+import { maskUrl, redact, registerSecret } from '../secrets.js';
 import { DEFAULT_MAX_INPUTS, DEFAULT_MAX_TOKENS, planBatches } from './batching.js';
 import { DEFAULT_MAX_INPUT_TOKENS, DEFAULT_OPENAI_MODEL, resolveDimensions } from './models.js';
 import { truncateToTokens } from './tokens.js';
-import type { EmbedInput, EmbedResult, EmbedStats, EmbeddingProvider } from './types.js';
+import { EmbedCancelled, type EmbedCallOptions, type EmbedInput, type EmbedResult, type EmbedStats, type EmbeddingProvider } from './types.js';
 import { BadInputError, classifyApiError, decodeEmbeddings, describeError } from './api-response.js';
-import { RateBudget, RequestSlots, sleep } from './rate-limit.js';
+import { parseRateLimitMessage, RateBudget, retryAfterFromHeaders, type SendTicket } from './rate-limit.js';
 import { appendRejects } from './reject-file.js';
 
 export const DEFAULT_OPENAI_BASE_URL = 'https://api.openai.com/v1';
-export const DEFAULT_CONCURRENCY = 4;
+export const DEFAULT_CONCURRENCY = 8;
 export const DEFAULT_MAX_RETRIES = 6;
 export const DEFAULT_TIMEOUT_MS = 120_000;
+/** The first request is small: everything waits for it, and its answer sizes the rest. */
+export const PROBE_MAX_TOKENS = 8192;
+/** 429s for the rate limit one request may meet before the run gives up on the server. */
+const RATE_LIMIT_RETRIES = 100;
 
 export interface EmbedProgress {
   /** Inputs finished (embedded or rejected) in the current embed() call. */
@@ -52,7 +63,7 @@ export interface OpenAIProviderOptions {
   model?: string;
   /** --dimensions; required for a model this tool does not know. */
   dimensions?: number;
-  /** HTTP requests in flight (default 4). */
+  /** Most HTTP requests in flight (default 8); the rate limit may allow fewer. */
   concurrency?: number;
   /** Retries per request after 408/409/429/5xx/network errors (default 6). */
   maxRetries?: number;
@@ -78,6 +89,47 @@ export interface OpenAIProviderOptions {
   fetch?: typeof fetch;
 }
 
+/** One embed() call: its inputs and where their results go. */
+interface Call {
+  inputs: EmbedInput[];
+  stats: EmbedStats;
+  results: (EmbedResult | undefined)[];
+  /** Inputs without a result yet. */
+  left: number;
+  total: number;
+  onResults?: EmbedCallOptions['onResults'];
+  settled: boolean;
+  resolve: (r: EmbedResult[]) => void;
+  reject: (err: unknown) => void;
+}
+
+/** A text to send, truncated and counted. */
+interface Item {
+  call: Call;
+  index: number;
+  text: string;
+  tokens: number;
+}
+
+/** A call's texts not sent yet, and its requests as last planned (for the cap they were planned for). */
+interface Segment {
+  unsent: Item[];
+  jobs: Item[][] | null;
+  cap: number;
+}
+
+/** One request: sent, or to be sent again (after a failure, or as half of a split). */
+interface Job {
+  items: Item[];
+  tokens: number;
+  /** Failures that count against --max-retries. */
+  failures: number;
+  /** 429s for the rate limit (they do not). */
+  rateRetries: number;
+  /** Not before this time (backoff). */
+  notBefore: number;
+}
+
 export class OpenAIProvider implements EmbeddingProvider {
   readonly model: string;
   readonly dimensions: number;
@@ -90,7 +142,7 @@ export class OpenAIProvider implements EmbeddingProvider {
   readonly maxTokens: number;
   readonly maxInputTokens: number;
   readonly rejectFile?: string;
-  /** Rate-limit budget as last reported by the server, minus what we sent since. */
+  /** The server's rate-limit buckets as we model them. */
   readonly rate = new RateBudget();
   onProgress?: (p: EmbedProgress) => void;
 
@@ -98,13 +150,25 @@ export class OpenAIProvider implements EmbeddingProvider {
   private readonly encodingFormat: 'base64' | 'float';
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
+  /** Requests in flight. */
   private active = 0;
-  private readonly slots: RequestSlots;
   /** Set once a request got an answer that proves the credentials and URL work. */
   private verified = false;
-  /** The single request sent while unverified. */
-  private probe: Promise<unknown> | null = null;
+  /** The single request sent while unverified is in flight. */
+  private probing = false;
   private rejectWrites: Promise<void> = Promise.resolve();
+
+  /** Calls in the queue, in order; requests sent again (retries, split halves) go first. */
+  private readonly segments: Segment[] = [];
+  private readonly again: Job[] = [];
+  private readonly calls = new Set<Call>();
+  private queued = 0;
+  private controller = new AbortController();
+  private fatal: unknown = undefined;
+  private pumping = false;
+  private dirty = false;
+  private timer: NodeJS.Timeout | null = null;
+  private idleWaiters: Array<() => void> = [];
 
   constructor(opts: OpenAIProviderOptions) {
     const apiKey = opts.apiKey;
@@ -118,7 +182,6 @@ export class OpenAIProvider implements EmbeddingProvider {
     this.dimensions = dims.dimensions;
     this.sendDimensions = dims.send;
     this.concurrency = positiveInt('--concurrency', opts.concurrency ?? DEFAULT_CONCURRENCY);
-    this.slots = new RequestSlots(this.concurrency);
     this.maxRetries = nonNegativeInt('--max-retries', opts.maxRetries ?? DEFAULT_MAX_RETRIES);
     this.maxInputs = positiveInt('max inputs per request', opts.maxInputs ?? DEFAULT_MAX_INPUTS);
     this.maxTokens = positiveInt('max tokens per request', opts.maxTokens ?? DEFAULT_MAX_TOKENS);
@@ -135,6 +198,7 @@ export class OpenAIProvider implements EmbeddingProvider {
       timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
     });
+    setMaxListeners(0, this.controller.signal);
   }
 
   /** HTTP requests in flight (for a progress bar). */
@@ -142,13 +206,36 @@ export class OpenAIProvider implements EmbeddingProvider {
     return this.active;
   }
 
+  /** Tokens queued and not sent yet. */
+  get queuedTokens(): number {
+    return this.queued;
+  }
+
+  /** Tokens worth queueing ahead so that every request slot has a full request to send. */
+  get lookaheadTokens(): number {
+    return 2 * this.concurrency * this.requestCap(false);
+  }
+
   /** Largest input we send: the per-input limit, and never more than a whole request. */
   get perInputLimit(): number {
     return Math.min(this.maxInputTokens, this.maxTokens);
   }
 
-  /** Dry-run preflight: tokens and requests for these (distinct, uncached) texts. Sends nothing. */
-  plan(texts: string[]): { tokens: number; requests: number; truncated: number } {
+  /** Tokens per request now: --max-batch-tokens, within the rate limit, small for the first request. */
+  requestCap(probe: boolean): number {
+    let cap = this.maxTokens;
+    const q = this.rate.requestCap();
+    if (q !== undefined) cap = Math.min(cap, q);
+    if (probe) cap = Math.min(cap, PROBE_MAX_TOKENS);
+    return Math.max(1, cap);
+  }
+
+  /**
+   * Dry-run preflight: tokens and requests for these (distinct, uncached) texts, as one call
+   * would send them (`first`: the run's first call, whose first request is the small probe).
+   * Sends nothing; the server's rate limit is not known yet, so requests may be more.
+   */
+  plan(texts: string[], opts: { first?: boolean } = {}): { tokens: number; requests: number; truncated: number } {
     let tokens = 0;
     let truncated = 0;
     const items: { tokens: number }[] = [];
@@ -159,156 +246,328 @@ export class OpenAIProvider implements EmbeddingProvider {
       tokens += t.tokens;
       items.push({ tokens: t.tokens });
     }
-    const requests = planBatches(items, { maxInputs: this.maxInputs, maxTokens: this.maxTokens }).length;
+    let requests = 0;
+    let rest = items;
+    if (opts.first && !this.verified && items.length > 0) {
+      const probe = planBatches(items, { maxInputs: this.maxInputs, maxTokens: this.requestCap(true) })[0]!;
+      const sent = new Set(probe);
+      rest = items.filter((_, i) => !sent.has(i));
+      requests = 1;
+    }
+    requests += planBatches(rest, { maxInputs: this.maxInputs, maxTokens: this.requestCap(false) }).length;
     return { tokens, requests, truncated };
   }
 
-  async embed(inputs: EmbedInput[], stats: EmbedStats): Promise<EmbedResult[]> {
-    const results: (EmbedResult | undefined)[] = new Array(inputs.length);
-    const texts: string[] = new Array(inputs.length);
-    const tokens: number[] = new Array(inputs.length);
-    const sendable: number[] = [];
-    for (let i = 0; i < inputs.length; i++) {
-      const text = inputs[i]!.text;
-      if (text.length === 0) {
-        // The API answers 400 to an empty string; no need to spend a request learning that.
-        results[i] = { rejected: 'empty text: the embeddings API does not accept empty input' };
-        stats.rejected++;
-        await this.writeReject(inputs[i]!, 'empty text');
-        continue;
-      }
-      const t = truncateToTokens(text, this.perInputLimit);
-      if (t.truncated) stats.truncated++;
-      texts[i] = t.text;
-      tokens[i] = t.tokens;
-      sendable.push(i);
-    }
-
-    const plan = planBatches(
-      sendable.map((i) => ({ tokens: tokens[i]! })),
-      { maxInputs: this.maxInputs, maxTokens: this.maxTokens },
-    ).map((b) => b.map((k) => sendable[k]!));
-
-    const run: RunState = {
-      controller: new AbortController(),
-      fatal: undefined,
-      done: inputs.length - sendable.length,
-      total: inputs.length,
-    };
-    // One abort signal is shared by every request and backoff sleep of the call.
-    setMaxListeners(0, run.controller.signal);
-
-    const embedBatch = async (batch: number[]): Promise<void> => {
-      try {
-        const vectors = await this.requestWithRetries(
-          batch.map((i) => texts[i]!),
-          batch.reduce((s, i) => s + tokens[i]!, 0),
-          stats,
-          run,
-        );
-        batch.forEach((i, k) => (results[i] = { vector: vectors[k]! }));
-        run.done += batch.length;
-        this.onProgress?.({ done: run.done, total: run.total, inflight: this.active });
-      } catch (err) {
-        if (!(err instanceof BadInputError)) throw err;
-        if (batch.length === 1) {
-          const i = batch[0]!;
-          results[i] = { rejected: err.reason };
-          stats.rejected++;
-          await this.writeReject(inputs[i]!, err.reason);
-          run.done += 1;
-          this.onProgress?.({ done: run.done, total: run.total, inflight: this.active });
-          return;
+  embed(inputs: EmbedInput[], stats: EmbedStats, options: EmbedCallOptions = {}): Promise<EmbedResult[]> {
+    // A run that failed is over; a later call (a test's next step) starts afresh.
+    if (this.fatal !== undefined && this.active === 0) this.restart();
+    if (this.fatal !== undefined) return Promise.reject(this.fatal);
+    return new Promise<EmbedResult[]>((resolve, reject) => {
+      const call: Call = {
+        inputs,
+        stats,
+        results: new Array(inputs.length),
+        left: inputs.length,
+        total: inputs.length,
+        ...(options.onResults ? { onResults: options.onResults } : {}),
+        settled: false,
+        resolve,
+        reject,
+      };
+      this.calls.add(call);
+      const items: Item[] = [];
+      for (let i = 0; i < inputs.length; i++) {
+        const text = inputs[i]!.text;
+        if (text.length === 0) {
+          // The API answers 400 to an empty string; no need to spend a request learning that.
+          this.rejectItem({ call, index: i, text, tokens: 0 }, 'empty text: the embeddings API does not accept empty input', 'empty text');
+          continue;
         }
-        // Bisect: each half is within the limits since the whole was.
-        const mid = Math.ceil(batch.length / 2);
-        await Promise.all([embedBatch(batch.slice(0, mid)), embedBatch(batch.slice(mid))]);
+        const t = truncateToTokens(text, this.perInputLimit);
+        if (t.truncated) stats.truncated++;
+        items.push({ call, index: i, text: t.text, tokens: t.tokens });
       }
-    };
-
-    const settled = await Promise.allSettled(
-      plan.map((batch) =>
-        embedBatch(batch).catch((err: unknown) => {
-          // First fatal error stops everything: abandon requests in flight and queued.
-          if (!run.fatal) {
-            run.fatal = err;
-            run.controller.abort();
-          }
-          throw err;
-        }),
-      ),
-    );
-    await this.rejectWrites;
-    if (run.fatal) throw run.fatal;
-    const failed = settled.find((s) => s.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    return results.map((r, i) => r ?? { rejected: `internal error: no result for input ${i}` });
+      if (items.length > 0) {
+        this.segments.push({ unsent: items, jobs: null, cap: 0 });
+        this.queued += items.reduce((s, it) => s + it.tokens, 0);
+        this.pump();
+      }
+      this.maybeFinish(call);
+    });
   }
 
-  // ------------------------------------------------------------ one request, with retries
+  /**
+   * Stops sending: every text not sent yet is dropped and its call rejected with
+   * EmbedCancelled; resolves once the requests in flight are answered (and their results
+   * handed over, so what was paid for is kept).
+   */
+  async cancelQueued(): Promise<void> {
+    const err = new EmbedCancelled();
+    const dropped = new Set<Call>();
+    for (const seg of this.segments) for (const it of seg.unsent) dropped.add(it.call);
+    for (const job of this.again) for (const it of job.items) dropped.add(it.call);
+    this.segments.length = 0;
+    this.again.length = 0;
+    this.queued = 0;
+    for (const call of dropped) this.settle(call, err);
+    await this.idle();
+  }
 
-  private async requestWithRetries(
-    texts: string[],
-    tokens: number,
-    stats: EmbedStats,
-    run: RunState,
-  ): Promise<Float32Array[]> {
-    let retryAfterMs: number | undefined;
-    let lastWasRetryable = false;
+  /** Resolves when no request is in flight. */
+  idle(): Promise<void> {
+    if (this.active === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  // ------------------------------------------------------------ the dispatcher
+
+  private pump(): void {
+    if (this.pumping) {
+      this.dirty = true;
+      return;
+    }
+    this.pumping = true;
+    this.dispatch()
+      .catch((err: unknown) => this.fail(err))
+      .finally(() => {
+        this.pumping = false;
+        if (this.dirty) {
+          this.dirty = false;
+          this.pump();
+        }
+      });
+  }
+
+  /** Sends while a request slot, the probe rule and the rate budget allow; returns when blocked. */
+  private async dispatch(): Promise<void> {
+    for (;;) {
+      this.dirty = false;
+      if (this.fatal !== undefined) return;
+      if (!this.verified && this.probing) return;
+      if (this.active >= this.concurrency) return;
+      const probe = !this.verified;
+      const next = this.nextJob(probe);
+      if (next === null) return;
+      if (typeof next === 'number') {
+        this.wakeIn(next);
+        return;
+      }
+      const job = next;
+      if (probe) this.probing = true;
+      let ticket: SendTicket;
+      const waitStart = Date.now();
+      try {
+        ticket = await this.rate.spend(job.tokens, this.controller.signal);
+      } catch (err) {
+        if (probe) this.probing = false;
+        if (this.fatal === undefined) this.again.unshift(job);
+        if (err instanceof APIUserAbortError) return;
+        throw err;
+      }
+      const stats = job.items[0]!.call.stats;
+      stats.throttledMs += Date.now() - waitStart;
+      this.active++;
+      void this.send(job, ticket, probe);
+    }
+  }
+
+  /** The next request to send, the ms until one may be sent (backoff), or null for none. */
+  private nextJob(probe: boolean): Job | number | null {
+    const now = Date.now();
+    let soonest = Infinity;
+    for (let i = 0; i < this.again.length; i++) {
+      const job = this.again[i]!;
+      if (job.notBefore <= now) {
+        this.again.splice(i, 1);
+        const cap = this.requestCap(probe);
+        if (job.items.length > 1 && job.tokens > cap) {
+          // Sized before the limit was known (or it is lower now): sized again.
+          const parts = planBatches(job.items, { maxInputs: this.maxInputs, maxTokens: cap }).map((b) => ({
+            ...newJob(b.map((k) => job.items[k]!)),
+            notBefore: job.notBefore,
+          }));
+          this.again.splice(i, 0, ...parts.slice(1));
+          this.queued -= parts[0]!.tokens;
+          return parts[0]!;
+        }
+        this.queued -= job.tokens;
+        return job;
+      }
+      soonest = Math.min(soonest, job.notBefore);
+    }
+    while (this.segments.length > 0) {
+      const items = this.takeFromSegments(probe);
+      if (items.length > 0) return { items, tokens: sumTokens(items), failures: 0, rateRetries: 0, notBefore: 0 };
+    }
+    return soonest === Infinity ? null : soonest - now;
+  }
+
+  /**
+   * The next request from the calls in order: the head call's next planned request, topped up
+   * with the texts of the calls after it when it is the head's last and has room (so a call's
+   * remainder does not go out as a small request of its own).
+   */
+  private takeFromSegments(probe: boolean): Item[] {
+    const cap = this.requestCap(probe);
+    const seg = this.segments[0]!;
+    const ceiling = this.rate.inputCeiling();
+    if (ceiling !== undefined) {
+      // Over the whole per-minute limit: no request holding it can ever pass.
+      const tooBig = seg.unsent.filter((it) => it.tokens > ceiling);
+      if (tooBig.length > 0) {
+        for (const it of tooBig) {
+          this.queued -= it.tokens;
+          this.rejectItem(it, `input of ${it.tokens} tokens is over the API's rate limit of ${this.rate.tokens.limit} tokens per minute`);
+        }
+        seg.unsent = seg.unsent.filter((it) => it.tokens <= ceiling);
+        seg.jobs = null;
+      }
+    }
+    if (seg.unsent.length === 0) {
+      this.segments.shift();
+      return [];
+    }
+    if (!seg.jobs || seg.cap !== cap) {
+      seg.jobs = planBatches(seg.unsent, { maxInputs: this.maxInputs, maxTokens: cap }).map((b) => b.map((k) => seg.unsent[k]!));
+      seg.cap = cap;
+    }
+    const items = seg.jobs.shift()!;
+    const taken = new Set(items);
+    seg.unsent = seg.unsent.filter((it) => !taken.has(it));
+    if (seg.unsent.length === 0) this.segments.shift();
+    let tokens = sumTokens(items);
+    // Top up from the following calls, in order, while the next text fits.
+    if (!probe && seg.unsent.length === 0) {
+      for (const next of this.segments) {
+        let k = 0;
+        while (k < next.unsent.length && items.length < this.maxInputs && tokens + next.unsent[k]!.tokens <= cap) {
+          if (ceiling !== undefined && next.unsent[k]!.tokens > ceiling) break;
+          tokens += next.unsent[k]!.tokens;
+          items.push(next.unsent[k]!);
+          k++;
+        }
+        if (k > 0) {
+          next.unsent = next.unsent.slice(k);
+          next.jobs = null;
+        }
+        if (k < next.unsent.length || items.length >= this.maxInputs) break;
+      }
+      while (this.segments.length > 0 && this.segments[0]!.unsent.length === 0) this.segments.shift();
+    }
+    this.queued -= tokens;
+    return items;
+  }
+
+  private wakeIn(ms: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.pump();
+    }, Math.max(1, ms));
+  }
+
+  // ------------------------------------------------------------ one request
+
+  private async send(job: Job, ticket: SendTicket, probe: boolean): Promise<void> {
+    const stats = job.items[0]!.call.stats;
     try {
-      return await pRetry(
-        async () => {
-          retryAfterMs = undefined;
-          lastWasRetryable = false;
-          if (run.controller.signal.aborted) throw new AbortError(new APIUserAbortError());
-          try {
-            return await this.attempt(texts, tokens, stats, run);
-          } catch (err) {
-            const c = classifyApiError(err, this.model, this.baseURL);
-            if (c.kind === 'retry') {
-              retryAfterMs = c.retryAfterMs;
-              lastWasRetryable = true;
-              throw err instanceof Error ? err : new Error(String(err));
-            }
-            // p-retry rethrows an AbortError's original error without retrying.
-            throw new AbortError(c.error);
-          }
-        },
-        {
-          retries: this.maxRetries,
-          // Delays are ours (backoff or the server's Retry-After), slept in onFailedAttempt;
-          // p-retry's own delay is zero with these settings.
-          minTimeout: 0,
-          factor: 1,
-          randomize: false,
-          onFailedAttempt: async ({ retriesLeft, retriesConsumed }) => {
-            if (retriesLeft <= 0) return;
-            stats.retries++;
-            const delay = retryAfterMs ?? this.backoffMs(retriesConsumed + 1);
-            if (retryAfterMs !== undefined && retryAfterMs > 0) {
-              // The server asked us to hold off: every request, not just this one.
-              this.rate.pause(retryAfterMs);
-            }
-            await sleep(delay, run.controller.signal);
-          },
-        },
-      );
+      stats.requests++;
+      const texts = job.items.map((it) => it.text);
+      let res: { data: OpenAI.CreateEmbeddingResponse; headers: Headers };
+      res = await this.request(texts, this.controller.signal);
+      this.verified = true;
+      this.rate.update(res.headers, ticket);
+      stats.rateLimit = this.rate.perMinute;
+      const vectors = decodeEmbeddings(res.data, texts.length, this.dimensions, this.model);
+      await this.deliver(job.items.map((it, k) => [it, { vector: vectors[k]! }] as const));
+      for (const it of job.items) it.call.stats.tokens += it.tokens;
     } catch (err) {
-      if (run.controller.signal.aborted && run.fatal) throw run.fatal;
-      if (!lastWasRetryable) throw err;
-      if (err instanceof APIConnectionError) {
+      await this.failed(job, ticket, err).catch((e: unknown) => this.fail(e));
+    } finally {
+      this.active--;
+      if (probe) this.probing = false;
+      if (this.active === 0) for (const w of this.idleWaiters.splice(0)) w();
+      this.pump();
+    }
+  }
+
+  /** What a failed request means: retry it, split it, reject its inputs, or stop the run. */
+  private async failed(job: Job, ticket: SendTicket, err: unknown): Promise<void> {
+    if (this.fatal !== undefined) return;
+    const stats = job.items[0]!.call.stats;
+    if (err instanceof APIError && err.status !== undefined && err.status !== 401 && err.status !== 403) this.verified = true;
+    if (err instanceof APIError && err.status === 429) {
+      stats.rateLimited++;
+      this.rate.update(err.headers, ticket);
+      const info = parseRateLimitMessage(err.message);
+      if (err.code === 'insufficient_quota' || /exceeded your current quota/i.test(err.message)) {
         throw new RunError(
-          `cannot reach the embedding API at ${maskUrl(this.baseURL)} after ${this.maxRetries} ` +
-            `${this.maxRetries === 1 ? 'retry' : 'retries'}: ${describeError(err)} (check OPENAI_BASE_URL and the network; ` +
-            `--max-retries sets how long to keep trying)`,
+          `the embedding API refused the request: the account's quota is used up (429: ${redact(err.message)}); add credit or use another key`,
           1,
         );
       }
-      throw new RunError(
-        `embedding request failed after ${this.maxRetries} ${this.maxRetries === 1 ? 'retry' : 'retries'}: ` +
-          `${describeError(err)} (raise --max-retries or lower --concurrency)`,
+      const retryMs = retryAfterFromHeaders(err.headers) ?? info.retryMs;
+      this.rate.rejected(ticket, info, job.tokens, retryMs);
+      stats.rateLimit = this.rate.perMinute;
+      if (info.kind === 'too-large') {
+        if (job.items.length === 1) {
+          await this.rejectItem(job.items[0]!, `HTTP 429: ${redact(err.message)}`);
+          return;
+        }
+        // Split in two and go on: the halves are sized again from what the server said.
+        const [a, b] = halves(job.items);
+        this.requeue(newJob(b), newJob(a));
+        return;
+      }
+      if (info.kind === 'rate' || retryMs !== undefined || this.rate.tokens.limit !== undefined) {
+        // The budget waits it out; only a server that never lets anything through ends the run.
+        if (++job.rateRetries > RATE_LIMIT_RETRIES) throw this.exhausted(err, RATE_LIMIT_RETRIES);
+        stats.retries++;
+        if (retryMs !== undefined && this.rate.tokens.limit === undefined) this.rate.pause(retryMs);
+        job.notBefore = Date.now() + (retryMs ?? (this.rate.tokens.limit === undefined ? this.backoffMs(job.rateRetries) : 0));
+        this.requeue(job);
+        return;
+      }
+    }
+    const c = classifyApiError(err, this.model, this.baseURL);
+    if (c.kind === 'retry') {
+      if (++job.failures > this.maxRetries) throw this.exhausted(err, this.maxRetries);
+      stats.retries++;
+      if (c.retryAfterMs !== undefined && c.retryAfterMs > 0) this.rate.pause(c.retryAfterMs);
+      job.notBefore = Date.now() + (c.retryAfterMs ?? this.backoffMs(job.failures));
+      this.requeue(job);
+      return;
+    }
+    if (c.error instanceof BadInputError) {
+      if (job.items.length === 1) {
+        await this.rejectItem(job.items[0]!, c.error.reason);
+        return;
+      }
+      // Bisect: each half is within the limits since the whole was.
+      const mid = Math.ceil(job.items.length / 2);
+      this.requeue(newJob(job.items.slice(mid)), newJob(job.items.slice(0, mid)));
+      return;
+    }
+    throw c.error;
+  }
+
+  private exhausted(err: unknown, retries: number): RunError {
+    const n = `${retries} ${retries === 1 ? 'retry' : 'retries'}`;
+    if (err instanceof APIConnectionError) {
+      return new RunError(
+        `cannot reach the embedding API at ${maskUrl(this.baseURL)} after ${n}: ${describeError(err)} (check OPENAI_BASE_URL and the network; ` +
+          `--max-retries sets how long to keep trying)`,
         1,
       );
+    }
+    return new RunError(`embedding request failed after ${n}: ${describeError(err)} (raise --max-retries or lower --concurrency)`, 1);
+  }
+
+  /** Puts requests back at the front of the queue; the last argument goes out first. */
+  private requeue(...jobs: Job[]): void {
+    for (const job of jobs) {
+      this.again.unshift(job);
+      this.queued += job.tokens;
     }
   }
 
@@ -318,56 +577,7 @@ export class OpenAIProvider implements EmbeddingProvider {
     return Math.round(exp / 2 + Math.random() * (exp / 2));
   }
 
-  private async attempt(texts: string[], tokens: number, stats: EmbedStats, run: RunState): Promise<Float32Array[]> {
-    const signal = run.controller.signal;
-    // Until one request has proved the key and URL, send one at a time: a bad key costs one request.
-    while (!this.verified && this.probe) {
-      await this.probe;
-    }
-    if (signal.aborted) throw new APIUserAbortError();
-    let release: (() => void) | undefined;
-    let endProbe: (() => void) | undefined;
-    if (!this.verified) {
-      this.probe = new Promise<void>((resolve) => (endProbe = resolve));
-    } else {
-      release = await this.slots.acquire(signal);
-    }
-    try {
-      await this.rate.spend(tokens, signal);
-      stats.requests++;
-      this.active++;
-      let res: { data: OpenAI.CreateEmbeddingResponse; headers: Headers };
-      try {
-        res = await this.send(texts, signal);
-      } finally {
-        this.active--;
-      }
-      this.verified = true;
-      this.rate.update(res.headers);
-      const vectors = decodeEmbeddings(res.data, texts.length, this.dimensions, this.model);
-      stats.tokens += tokens;
-      return vectors;
-    } catch (err) {
-      if (err instanceof APIError && err.status !== undefined && err.status !== 401 && err.status !== 403) {
-        this.verified = true;
-      }
-      // A fatal answer stops the run now, before anyone waiting on this request sends another.
-      const c = classifyApiError(err, this.model, this.baseURL);
-      if (c.kind === 'stop' && c.error instanceof RunError && !run.fatal) {
-        run.fatal = c.error;
-        run.controller.abort();
-      }
-      throw err;
-    } finally {
-      release?.();
-      if (endProbe) {
-        this.probe = null;
-        endProbe();
-      }
-    }
-  }
-
-  private async send(texts: string[], signal: AbortSignal) {
+  private async request(texts: string[], signal: AbortSignal) {
     const body: OpenAI.EmbeddingCreateParams = {
       model: this.model,
       input: texts,
@@ -378,6 +588,71 @@ export class OpenAIProvider implements EmbeddingProvider {
     return { data, headers: response.headers };
   }
 
+  // ------------------------------------------------------------ results
+
+  /** Hands results to their calls: each call's onResults first (the cache write), then the results. */
+  private async deliver(pairs: ReadonlyArray<readonly [Item, EmbedResult]>): Promise<void> {
+    const byCall = new Map<Call, Array<readonly [Item, EmbedResult]>>();
+    for (const p of pairs) {
+      const list = byCall.get(p[0].call) ?? [];
+      list.push(p);
+      byCall.set(p[0].call, list);
+    }
+    for (const [call, list] of byCall) {
+      if (call.onResults) await call.onResults(list.map(([it, r]) => ({ index: it.index, result: r })));
+      for (const [it, r] of list) {
+        if (call.results[it.index] === undefined) call.left--;
+        call.results[it.index] = r;
+      }
+      if (!call.settled) this.onProgress?.({ done: call.total - call.left, total: call.total, inflight: this.active });
+      this.maybeFinish(call);
+    }
+  }
+
+  private async rejectItem(it: Item, reason: string, fileReason = reason): Promise<void> {
+    it.call.stats.rejected++;
+    const write = this.writeReject(it.call.inputs[it.index]!, fileReason);
+    await this.deliver([[it, { rejected: reason }]]);
+    await write;
+  }
+
+  private maybeFinish(call: Call): void {
+    if (call.left > 0 || call.settled) return;
+    call.settled = true;
+    this.calls.delete(call);
+    // The reject file is complete for the call before it returns.
+    const results = call.results.map((r, i) => r ?? { rejected: `internal error: no result for input ${i}` });
+    this.rejectWrites.then(
+      () => call.resolve(results),
+      (err: unknown) => call.reject(err),
+    );
+  }
+
+  private settle(call: Call, err: unknown): void {
+    if (call.settled) return;
+    call.settled = true;
+    this.calls.delete(call);
+    call.reject(err);
+  }
+
+  /** A fatal error: every call fails with it, requests in flight are abandoned. */
+  private fail(err: unknown): void {
+    if (this.fatal !== undefined) return;
+    this.fatal = err;
+    this.controller.abort();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.segments.length = 0;
+    this.again.length = 0;
+    this.queued = 0;
+    for (const call of [...this.calls]) this.settle(call, err);
+  }
+
+  private restart(): void {
+    this.fatal = undefined;
+    this.controller = new AbortController();
+    setMaxListeners(0, this.controller.signal);
+  }
 
   // ------------------------------------------------------------ reject file
 
@@ -388,11 +663,24 @@ export class OpenAIProvider implements EmbeddingProvider {
   }
 }
 
-interface RunState {
-  controller: AbortController;
-  fatal: unknown;
-  done: number;
-  total: number;
+function sumTokens(items: readonly Item[]): number {
+  let s = 0;
+  for (const it of items) s += it.tokens;
+  return s;
+}
+
+function newJob(items: Item[]): Job {
+  return { items, tokens: sumTokens(items), failures: 0, rateRetries: 0, notBefore: 0 };
+}
+
+/** Two requests of about half the tokens each. */
+function halves(items: Item[]): [Item[], Item[]] {
+  const total = sumTokens(items);
+  let acc = 0;
+  let k = 0;
+  while (k < items.length - 1 && acc + items[k]!.tokens <= total / 2) acc += items[k++]!.tokens;
+  if (k === 0) k = 1;
+  return [items.slice(0, k), items.slice(k)];
 }
 
 // ------------------------------------------------------------ helpers

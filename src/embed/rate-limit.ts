@@ -1,82 +1,319 @@
-// How fast the embedding client may send: at most `limit` requests in flight, and no faster
-// than the budget the server reports in its x-ratelimit-* headers (or asks for with
-// Retry-After). Both wait on the run's abort signal, so a fatal error ends every wait at once.
+// How fast the embedding client may send. OpenAI limits tokens and requests per minute, each
+// as a bucket that refills continuously (limit / 60 s) up to the limit, not as a window that
+// resets. Every answer says where both buckets stand (x-ratelimit-limit-*, -remaining-*,
+// -reset-* = time until the bucket is full again), so we keep a model of each: its level now
+// is what the server last said, plus what refilled since, minus what we sent since. A request
+// goes out when the model says it fits, so a run sends at the refill rate instead of running
+// into 429s or waiting for a full reset.
+//
+// All waits end on the run's abort signal, so a fatal error ends every wait at once.
 import { APIUserAbortError } from 'openai';
 
 /** The longest we wait on the server's word at a time (Retry-After, or a reset). */
 export const RETRY_AFTER_CAP_MS = 60_000;
+/** The longest a request waits on the model before looking at it again. */
+const RECHECK_MS = 1000;
+/** OpenAI's limits are per minute. */
+export const DEFAULT_WINDOW_MS = 60_000;
+/**
+ * Headroom over our own token count before a request goes out: the server counts tokens with
+ * an estimate of its own, close to but not equal to the tokenizer's.
+ */
+const TOKEN_MARGIN = 1.05;
 
-/** What the server said about its rate limits, with the resets as absolute times (ms epoch). */
-export interface RateState {
-  remainingRequests?: number;
-  remainingTokens?: number;
-  resetRequestsAt?: number;
-  resetTokensAt?: number;
-  /** Nobody sends before this (set from Retry-After on a 429). */
-  pauseUntil?: number;
-}
+/** One of the server's two buckets (tokens or requests), as we model it. */
+export class Bucket {
+  /** Bucket size, from x-ratelimit-limit-*; unknown until an answer carries it. */
+  limit?: number;
+  /** Time the bucket takes to refill from empty (60 s at OpenAI; inferred from the headers). */
+  windowMs = DEFAULT_WINDOW_MS;
+  /** Level at `at` (may be negative: we sent more than the server has yet counted back). */
+  private level = 0;
+  private at = 0;
+  /** Without a limit header: the server's remaining and when it is full again (old servers). */
+  private legacy?: { remaining: number; resetAt: number };
+  /** Units sent in total; a request remembers the value when it was sent. */
+  sentTotal = 0;
+  private windowSamples: number[] = [];
 
-/** The server's rate-limit budget as last reported, minus what was sent since. */
-export class RateBudget {
-  readonly state: RateState = {};
+  /** Whether the window was read from this bucket's own headers. */
+  get windowInferred(): boolean {
+    return this.windowSamples.length > 0;
+  }
 
-  /** Every request holds off until `ms` from now (the server asked for it). */
-  pause(ms: number): void {
-    this.state.pauseUntil = Math.max(this.state.pauseUntil ?? 0, Date.now() + ms);
+  /** Refill rate in units per ms (0 when the limit is unknown). */
+  get rate(): number {
+    return this.limit ? this.limit / this.windowMs : 0;
+  }
+
+  levelAt(now: number): number | undefined {
+    if (this.limit === undefined) return undefined;
+    return Math.min(this.limit, this.level + (now - this.at) * this.rate);
+  }
+
+  /** Ms until `n` units fit (0 = now); n above the limit waits for a full bucket. */
+  waitMs(n: number, now: number): number {
+    if (this.limit !== undefined) {
+      const need = Math.min(n, this.limit);
+      const level = this.levelAt(now)!;
+      return level >= need ? 0 : Math.ceil((need - level) / this.rate);
+    }
+    const l = this.legacy;
+    if (l && l.remaining < n && l.resetAt > now) return Math.min(l.resetAt - now, RETRY_AFTER_CAP_MS);
+    return 0;
+  }
+
+  spend(n: number, now: number): void {
+    this.sentTotal += n;
+    if (this.limit !== undefined) {
+      this.level = this.levelAt(now)! - n;
+      this.at = now;
+    } else if (this.legacy) {
+      if (this.legacy.resetAt <= now) this.legacy = undefined;
+      else this.legacy.remaining -= n;
+    }
+  }
+
+  /** A request of `n` units that the server did not count (a 429): it is not spent after all. */
+  refund(n: number, now: number): void {
+    this.sentTotal -= n;
+    if (this.limit !== undefined) {
+      this.level = this.levelAt(now)! + n;
+      this.at = now;
+    }
   }
 
   /**
-   * Waits while the budget the server reported is used up (or a Retry-After pause is on),
-   * then spends from it. Waits at most 60 s at a time: OpenAI's reset times are until the
-   * budget is FULL again, while it refills continuously, so after a long wait the old numbers
-   * are dropped and the next answer brings fresh ones.
+   * The server's word, from the answer to a request: the level when it was admitted was
+   * `remaining`, and we have sent `sentAfter` since it was sent.
    */
-  async spend(tokens: number, signal: AbortSignal): Promise<void> {
-    const r = this.state;
-    const now = Date.now();
-    let until = r.pauseUntil && r.pauseUntil > now ? r.pauseUntil : 0;
-    if (r.remainingRequests !== undefined && r.remainingRequests <= 0 && (r.resetRequestsAt ?? 0) > now) {
-      until = Math.max(until, r.resetRequestsAt!);
+  observe(o: { limit?: number; remaining?: number; resetMs?: number; sentAt: number; sentAfter: number; now: number }): void {
+    const { limit, remaining, resetMs, now } = o;
+    if (limit !== undefined && limit > 0) {
+      this.limit = limit;
+      if (remaining !== undefined && resetMs !== undefined) this.inferWindow(limit, remaining, resetMs);
     }
-    if (r.remainingTokens !== undefined && r.remainingTokens < tokens && (r.resetTokensAt ?? 0) > now) {
-      until = Math.max(until, r.resetTokensAt!);
+    if (remaining === undefined) return;
+    if (this.limit === undefined) {
+      this.legacy = { remaining, resetAt: now + (resetMs ?? 1000) };
+      return;
     }
-    if (until > now) {
-      await sleep(Math.min(until - now, RETRY_AFTER_CAP_MS), signal);
-      // We waited for the reset (or as long as we are willing to): the numbers are stale.
-      r.remainingRequests = r.remainingTokens = r.resetRequestsAt = r.resetTokensAt = undefined;
-    }
-    // After a reset the server's budget is full again: forget the stale numbers.
-    const later = Date.now();
-    if (r.resetRequestsAt !== undefined && r.resetRequestsAt <= later) {
-      r.remainingRequests = undefined;
-      r.resetRequestsAt = undefined;
-    }
-    if (r.resetTokensAt !== undefined && r.resetTokensAt <= later) {
-      r.remainingTokens = undefined;
-      r.resetTokensAt = undefined;
-    }
-    // Spend from the budget locally, so requests sent before the next answer are accounted.
-    if (r.remainingRequests !== undefined) r.remainingRequests -= 1;
-    if (r.remainingTokens !== undefined) r.remainingTokens -= tokens;
+    // The server counted `remaining` when it admitted the request: some time after we sent it
+    // (a busy event loop, the network) and before its answer. Counting the refill from when
+    // we sent overstates the level by that delay and runs into 429s; from the answer, it gives
+    // up the refill of the server time, which slows a run whose bucket then fills up. Half way
+    // between is close on both counts.
+    const level = remaining + ((now - o.sentAt) / 2) * this.rate - o.sentAfter;
+    this.level = Math.min(this.limit, level);
+    this.at = now;
   }
 
-  /** Takes the budget from a response's x-ratelimit-* headers. */
-  update(headers: Headers): void {
-    const now = Date.now();
-    const rr = numberHeader(headers, 'x-ratelimit-remaining-requests');
-    const rt = numberHeader(headers, 'x-ratelimit-remaining-tokens');
-    const resetR = parseDurationMs(headers.get('x-ratelimit-reset-requests'));
-    const resetT = parseDurationMs(headers.get('x-ratelimit-reset-tokens'));
-    if (rr !== undefined) {
-      this.state.remainingRequests = rr;
-      this.state.resetRequestsAt = now + (resetR ?? 1000);
+  /**
+   * The reset header is the time to a FULL bucket, so (limit − remaining) / reset is the refill
+   * rate. OpenAI's is limit / 60 s; a server with another window (a test server compressing
+   * time) says so through the same headers. Taken only from samples precise enough to tell.
+   */
+  private inferWindow(limit: number, remaining: number, resetMs: number): void {
+    // `remaining` is a whole number rounded down: what was used is half a unit less, on average.
+    const used = limit - remaining - 0.5;
+    if (used < 1 || resetMs < 20 || used < limit * 0.01) return;
+    const w = (resetMs * limit) / used;
+    this.windowSamples.push(w);
+    if (this.windowSamples.length > 7) this.windowSamples.shift();
+    const sorted = [...this.windowSamples].sort((a, b) => a - b);
+    const median = sorted[Math.floor(sorted.length / 2)]!;
+    // Within 10% of a minute it is a minute (the header is rounded); else believe the server.
+    this.windowMs = Math.abs(median - DEFAULT_WINDOW_MS) <= DEFAULT_WINDOW_MS * 0.1 ? DEFAULT_WINDOW_MS : Math.min(Math.max(median, 250), 3_600_000);
+  }
+
+  /** Sets the level from a 429 that says when `requested` units will fit. */
+  levelFromRetry(requested: number, retryMs: number, now: number): void {
+    if (this.limit === undefined) return;
+    this.level = Math.min(this.level, requested - retryMs * this.rate);
+    this.at = now;
+  }
+}
+
+/** What a request was sent with, so its answer can be placed in the model. */
+export interface SendTicket {
+  tokens: number;
+  sentAt: number;
+  tokensSentTotal: number;
+  requestsSentTotal: number;
+}
+
+/** The server's two buckets, a pause the server asked for, and what waiting cost. */
+export class RateBudget {
+  readonly tokens = new Bucket();
+  readonly requests = new Bucket();
+  /** Server tokens per tokenizer token, learned from the "Requested N" of 429 messages. */
+  ratio = 1;
+  /** Nobody sends before this (set from Retry-After on a 429). */
+  pauseUntil = 0;
+  /** Time requests were held back by the budget, summed over the waits of the dispatcher. */
+  throttledMs = 0;
+
+  /** The limits the server reported, per minute (undefined until an answer carried them). */
+  get perMinute(): { tokensPerMin: number; requestsPerMin: number } | null {
+    const t = this.tokens.limit;
+    const r = this.requests.limit;
+    if (t === undefined && r === undefined) return null;
+    return {
+      tokensPerMin: t !== undefined ? Math.round((t * 60_000) / this.tokens.windowMs) : 0,
+      requestsPerMin: r !== undefined ? Math.round((r * 60_000) / this.requests.windowMs) : 0,
+    };
+  }
+
+  /** Tokens the server will count for a request we count as `tokens`. */
+  serverTokens(tokens: number): number {
+    return Math.ceil(tokens * this.ratio);
+  }
+
+  /**
+   * What a request is charged in the model: the server's count with some headroom, since its
+   * estimate is not the tokenizer's. Charging a little high only lowers the model's level
+   * until the next answer puts it right; charging low runs into 429s.
+   */
+  private charge(tokens: number): number {
+    return Math.ceil(this.serverTokens(tokens) * TOKEN_MARGIN);
+  }
+
+  /**
+   * The largest request (in our tokens) that is well inside the token limit: an eighth of the
+   * bucket, so requests never come near "Request too large", the bucket drains and refills in
+   * small steps, and the last request of a run (whose server time nothing overlaps) is short.
+   * Undefined while the limit is unknown.
+   */
+  requestCap(): number | undefined {
+    const limit = this.tokens.limit;
+    if (limit === undefined) return undefined;
+    return Math.max(1, Math.floor(limit / 8 / this.ratio));
+  }
+
+  /** The largest single input that can ever pass (our tokens); undefined while unknown. */
+  inputCeiling(): number | undefined {
+    const limit = this.tokens.limit;
+    if (limit === undefined) return undefined;
+    return Math.floor(limit / this.ratio / TOKEN_MARGIN);
+  }
+
+  /** Every request holds off until `ms` from now (the server asked for it). */
+  pause(ms: number): void {
+    this.pauseUntil = Math.max(this.pauseUntil, Date.now() + ms);
+  }
+
+  /** Ms until a request of `tokens` (ours) fits both buckets and any pause; 0 = now. */
+  waitMs(tokens: number, now = Date.now()): number {
+    return Math.max(this.pauseUntil - now, this.tokens.waitMs(this.charge(tokens), now), this.requests.waitMs(1, now), 0);
+  }
+
+  /**
+   * Waits until a request of `tokens` fits, then spends it from both buckets. The caller sends
+   * one request at a time through here, so the check and the spend see the same model.
+   */
+  async spend(tokens: number, signal: AbortSignal): Promise<SendTicket> {
+    const started = Date.now();
+    for (;;) {
+      const wait = this.waitMs(tokens);
+      if (wait <= 0) break;
+      // Looked at again every second at most: an answer meanwhile may change the model.
+      await sleep(Math.min(wait, RECHECK_MS), signal);
     }
-    if (rt !== undefined) {
-      this.state.remainingTokens = rt;
-      this.state.resetTokensAt = now + (resetT ?? 1000);
+    const now = Date.now();
+    this.throttledMs += now - started;
+    const server = this.charge(tokens);
+    this.tokens.spend(server, now);
+    this.requests.spend(1, now);
+    return { tokens: server, sentAt: now, tokensSentTotal: this.tokens.sentTotal, requestsSentTotal: this.requests.sentTotal };
+  }
+
+  /** Takes the budget from an answer's x-ratelimit-* headers (a 429's included). */
+  update(headers: Headers | undefined, ticket: SendTicket | undefined, now = Date.now()): void {
+    if (!headers) return;
+    const sentAt = ticket?.sentAt ?? now;
+    this.tokens.observe({
+      limit: numberHeader(headers, 'x-ratelimit-limit-tokens'),
+      remaining: numberHeader(headers, 'x-ratelimit-remaining-tokens'),
+      resetMs: parseDurationMs(headers.get('x-ratelimit-reset-tokens')),
+      sentAt,
+      sentAfter: ticket ? this.tokens.sentTotal - ticket.tokensSentTotal : 0,
+      now,
+    });
+    this.requests.observe({
+      limit: numberHeader(headers, 'x-ratelimit-limit-requests'),
+      remaining: numberHeader(headers, 'x-ratelimit-remaining-requests'),
+      resetMs: parseDurationMs(headers.get('x-ratelimit-reset-requests')),
+      sentAt,
+      sentAfter: ticket ? this.requests.sentTotal - ticket.requestsSentTotal : 0,
+      now,
+    });
+    // A few requests say little about their window; the server uses one window for both.
+    if (!this.requests.windowInferred && this.tokens.windowInferred) this.requests.windowMs = this.tokens.windowMs;
+    else if (!this.tokens.windowInferred && this.requests.windowInferred) this.tokens.windowMs = this.requests.windowMs;
+  }
+
+  /**
+   * A 429: the request was not counted. What its message says is learned: the limit, the
+   * server's count of this request (so later requests are counted as the server counts), and
+   * when the server expects it to fit.
+   */
+  rejected(ticket: SendTicket | undefined, info: RateLimitMessage, ourTokens: number, retryMs: number | undefined): void {
+    const now = Date.now();
+    if (ticket) {
+      this.tokens.refund(ticket.tokens, now);
+      this.requests.refund(1, now);
+    }
+    if (info.limit !== undefined) {
+      const b = info.unit === 'requests' ? this.requests : this.tokens;
+      b.limit = info.limit;
+    }
+    if (info.unit !== 'requests' && info.requested !== undefined && ourTokens > 0) {
+      // Only ever raised: counting high costs a little speed, counting low costs 429s.
+      const r = info.requested / ourTokens;
+      if (r > this.ratio && r < 4) this.ratio = r;
+    }
+    if (retryMs !== undefined && info.kind === 'rate') {
+      if (info.unit === 'requests') this.requests.levelFromRetry(1, retryMs, now);
+      else if (info.requested !== undefined) this.tokens.levelFromRetry(info.requested, retryMs, now);
     }
   }
+}
+
+/** What a 429's message says (OpenAI's wording). */
+export interface RateLimitMessage {
+  /** 'too-large': "Request too large ...", never passes at this size; 'rate': try again later. */
+  kind: 'too-large' | 'rate' | 'other';
+  unit?: 'tokens' | 'requests';
+  limit?: number;
+  requested?: number;
+  /** "Please try again in 1.2s" / "in 588ms". */
+  retryMs?: number;
+}
+
+/**
+ * Reads OpenAI's 429 messages: "Rate limit reached for text-embedding-3-small in organization
+ * org-x on tokens per min (TPM): Limit 1000000, Used 985316, Requested 24570. Please try again
+ * in 588ms." and "Request too large for text-embedding-3-small in organization org-x on tokens
+ * per min (TPM): Limit 60000, Requested 123138. The input or output tokens must be reduced...".
+ */
+export function parseRateLimitMessage(message: string): RateLimitMessage {
+  const kind = /request too large/i.test(message) ? 'too-large' : /rate limit/i.test(message) ? 'rate' : 'other';
+  const unit = /requests per min|\(RPM\)/i.test(message) ? 'requests' : /tokens per min|\(TPM\)/i.test(message) ? 'tokens' : undefined;
+  const num = (re: RegExp) => {
+    const m = re.exec(message);
+    return m ? Number(m[1]!.replace(/,/g, '')) : undefined;
+  };
+  const limit = num(/Limit:?\s*([\d,]+)/i);
+  const requested = num(/Requested:?\s*([\d,]+)/i);
+  const m = /try again in\s*([\dhms.]+)/i.exec(message);
+  const retryMs = m ? parseDurationMs(m[1]!.replace(/\.$/, '')) : undefined;
+  return {
+    kind,
+    ...(unit ? { unit } : {}),
+    ...(limit !== undefined ? { limit } : {}),
+    ...(requested !== undefined ? { requested } : {}),
+    ...(retryMs !== undefined ? { retryMs } : {}),
+  };
 }
 
 /** At most `limit` holders at once; the rest wait in order. */

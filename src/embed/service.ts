@@ -14,6 +14,11 @@
 //   `tokens`, `truncated`: counted by the provider, per distinct text. A repeated refused text
 //   adds its repeats to `rejected` here.
 //
+// Calls may overlap (the pipeline queues the next batches' texts while earlier ones are
+// written): a text one call is already sending is not sent again by another, and every answer
+// is written to both cache layers request by request, before its call returns, so a run
+// killed with vectors in hand does not pay for them again.
+//
 // What is sent is the canonical text minus its final newline, so a vector is a function of
 // its cache key alone; the stored content is never changed.
 import { canonicalize } from '../source/canonical.js';
@@ -21,12 +26,19 @@ import { planBatches } from './batching.js';
 import { embeddingCacheKey, EmbeddingCache, type CacheEntry } from './cache.js';
 import { estimateCostUsd, modelInfo, PRICES_AS_OF } from './models.js';
 import { truncateToTokens } from './tokens.js';
-import type { EmbedInput, EmbedResult, EmbedStats, EmbeddingProvider } from './types.js';
+import { EmbedCancelled, type EmbedInput, type EmbedResult, type EmbedStats, type EmbeddingProvider } from './types.js';
 
 /** Providers that can size a job without sending it (both of ours can). */
 export interface PlanningProvider extends EmbeddingProvider {
-  plan?(texts: string[]): { tokens: number; requests: number; truncated: number };
+  plan?(texts: string[], opts?: { first?: boolean }): { tokens: number; requests: number; truncated: number };
   readonly concurrency?: number;
+}
+
+/** Providers that queue requests across calls (the OpenAI one). */
+interface QueueingProvider extends EmbeddingProvider {
+  readonly queuedTokens?: number;
+  readonly lookaheadTokens?: number;
+  cancelQueued?(): Promise<void>;
 }
 
 export interface EmbeddingServiceOptions {
@@ -73,6 +85,10 @@ export class EmbeddingService {
   readonly cache: EmbeddingCache;
   readonly stats: EmbedStats;
   private readonly nominalRequestSeconds: number;
+  /** Texts being embedded by a call, by cache key: a later call with the same text waits for it. */
+  private readonly pending = new Map<string, Promise<EmbedResult | null>>();
+  /** Set by cancelQueued: the run is stopping, nothing new is sent. */
+  private stopping = false;
 
   constructor(opts: EmbeddingServiceOptions) {
     this.provider = opts.provider;
@@ -94,52 +110,160 @@ export class EmbeddingService {
     return embeddingCacheKey(this.provider.model, this.provider.dimensions, canonicalize(text));
   }
 
-  /** Vectors (or rejections) for `inputs`, in input order. */
+  /** Tokens queued at the provider and not sent yet (0 for a provider without a queue). */
+  get queuedTokens(): number {
+    return (this.provider as QueueingProvider).queuedTokens ?? 0;
+  }
+
+  /** Tokens worth queueing ahead of the writer; 0 when the provider gains nothing from it. */
+  get lookaheadTokens(): number {
+    return (this.provider as QueueingProvider).lookaheadTokens ?? 0;
+  }
+
+  /**
+   * Drops the texts not sent yet (their calls reject with EmbedCancelled) and waits for the
+   * requests in flight, whose vectors still go into the cache.
+   */
+  async cancelQueued(): Promise<void> {
+    this.stopping = true;
+    const p = this.provider as QueueingProvider;
+    if (typeof p.cancelQueued === 'function') await p.cancelQueued();
+    await Promise.allSettled([...this.pending.values()]);
+  }
+
+  /**
+   * Vectors (or rejections) for `inputs`, in input order. Calls may overlap (the pipeline
+   * embeds batches ahead of the writer): a text another call is already waiting for is not
+   * sent again, and each answer is in the cache before the call returns, request by request.
+   */
   async embedTexts(inputs: EmbedInput[]): Promise<EmbedResult[]> {
+    return (await this.submit(inputs)).done;
+  }
+
+  /**
+   * embedTexts in two steps: resolves once the texts are looked up in the cache and queued
+   * at the provider (so calls made in order are sent in order); `done` gives the results.
+   */
+  async submit(inputs: EmbedInput[]): Promise<{ done: Promise<EmbedResult[]> }> {
     const results: (EmbedResult | undefined)[] = new Array(inputs.length);
-    if (inputs.length === 0) return [];
+    if (inputs.length === 0) return { done: Promise.resolve([]) };
     const groups = this.group(inputs);
 
-    const hits = await this.cache.getMany(groups.map((g) => g.key));
+    const hits = await this.cache.getMany(groups.filter((g) => !this.pending.has(g.key)).map((g) => g.key));
     const misses: Group[] = [];
+    const shared: Array<[Group, Promise<EmbedResult | null>]> = [];
     for (const g of groups) {
       const v = hits.get(g.key);
+      const other = this.pending.get(g.key);
       if (v && v.length === this.provider.dimensions) {
         for (const i of g.indices) results[i] = { vector: v };
         this.stats.cached += g.indices.length;
+      } else if (other) {
+        shared.push([g, other]);
       } else {
         misses.push(g);
       }
     }
 
-    if (misses.length > 0) {
-      const out = await this.provider.embed(
-        misses.map((g) => ({ text: g.text, ...(inputs[g.indices[0]!]!.ref ? { ref: inputs[g.indices[0]!]!.ref } : {}) })),
-        this.stats,
-      );
-      const toStore: CacheEntry[] = [];
-      misses.forEach((g, k) => {
-        const r = out[k] ?? { rejected: 'the embedding provider returned no result' };
-        for (const i of g.indices) results[i] = r;
-        if ('vector' in r) {
-          this.stats.computed += 1;
-          this.stats.cached += g.indices.length - 1;
-          toStore.push({ key: g.key, model: this.provider.model, dimensions: this.provider.dimensions, vector: r.vector });
-        } else {
-          // The provider counted the refused text once; its repeats are refused too.
-          this.stats.rejected += g.indices.length - 1;
-        }
-      });
-      await this.cache.putMany(toStore);
+    const settle = new Map<string, (r: EmbedResult | null) => void>();
+    for (const g of misses) {
+      const p = new Promise<EmbedResult | null>((resolve) => settle.set(g.key, resolve));
+      this.pending.set(g.key, p);
     }
-    return results.map((r) => r ?? { rejected: 'internal error: no result' });
+    const done = (async (): Promise<EmbedResult[]> => {
+      if (misses.length > 0) {
+        const finish = (g: Group, r: EmbedResult) => {
+          if (this.pending.has(g.key)) {
+            this.pending.delete(g.key);
+            settle.get(g.key)!(r);
+          }
+        };
+        const stored = new Set<string>();
+        const toEntry = (g: Group, vector: Float32Array): CacheEntry => ({
+          key: g.key,
+          model: this.provider.model,
+          dimensions: this.provider.dimensions,
+          vector,
+        });
+        let out: EmbedResult[];
+        try {
+          out = await this.provider.embed(
+            misses.map((g) => ({ text: g.text, ...(inputs[g.indices[0]!]!.ref ? { ref: inputs[g.indices[0]!]!.ref } : {}) })),
+            this.stats,
+            {
+              onResults: async (answered) => {
+                const entries: CacheEntry[] = [];
+                for (const { index, result } of answered) {
+                  if ('vector' in result) entries.push(toEntry(misses[index]!, result.vector));
+                }
+                await this.cache.putMany(entries);
+                for (const { index, result } of answered) {
+                  stored.add(misses[index]!.key);
+                  finish(misses[index]!, result);
+                }
+              },
+            },
+          );
+        } catch (err) {
+          // Texts of this call that others wait for: null tells them to send it themselves.
+          for (const g of misses) {
+            if (this.pending.has(g.key)) {
+              this.pending.delete(g.key);
+              settle.get(g.key)!(null);
+            }
+          }
+          throw err;
+        }
+        // A provider that does not report per request (the local one): store what it returned now.
+        const late: CacheEntry[] = [];
+        misses.forEach((g, k) => {
+          const r = out[k];
+          if (r && 'vector' in r && !stored.has(g.key)) late.push(toEntry(g, r.vector));
+        });
+        await this.cache.putMany(late);
+        misses.forEach((g, k) => {
+          const r = out[k] ?? { rejected: 'the embedding provider returned no result' };
+          finish(g, r);
+          for (const i of g.indices) results[i] = r;
+          if ('vector' in r) {
+            this.stats.computed += 1;
+            this.stats.cached += g.indices.length - 1;
+          } else {
+            // The provider counted the refused text once; its repeats are refused too.
+            this.stats.rejected += g.indices.length - 1;
+          }
+        });
+      }
+
+      for (const [g, p] of shared) {
+        const r = await p;
+        if (r === null) {
+          if (this.stopping) throw new EmbedCancelled();
+          // The call that was sending it failed: send it ourselves.
+          const [again] = await this.embedTexts([{ text: inputs[g.indices[0]!]!.text, ...(inputs[g.indices[0]!]!.ref ? { ref: inputs[g.indices[0]!]!.ref } : {}) }]);
+          for (const i of g.indices) results[i] = again!;
+          if (g.indices.length > 1) {
+            if ('vector' in again!) this.stats.cached += g.indices.length - 1;
+            else this.stats.rejected += g.indices.length - 1;
+          }
+          continue;
+        }
+        for (const i of g.indices) results[i] = r;
+        if ('vector' in r) this.stats.cached += g.indices.length;
+        else this.stats.rejected += g.indices.length;
+      }
+      return results.map((r) => r ?? { rejected: 'internal error: no result' });
+    })();
+    // The caller awaits it; until then (or if it stops first) a failure is not unhandled.
+    done.catch(() => {});
+    return { done };
   }
 
   /**
    * Dry-run sizing: what embedTexts(inputs) would send, without sending or writing anything
    * (the cache table is only read).
    */
-  async preflight(inputs: EmbedInput[]): Promise<Preflight> {
+  async preflight(inputs: EmbedInput[], opts: { first?: boolean } = {}): Promise<Preflight> {
     const groups = this.group(inputs);
     const hits = await this.cache.getMany(groups.map((g) => g.key));
     const misses = groups.filter((g) => !hits.get(g.key));
@@ -149,7 +273,7 @@ export class EmbeddingService {
     const p = this.provider as PlanningProvider;
     let plan: { tokens: number; requests: number; truncated: number };
     if (typeof p.plan === 'function') {
-      plan = p.plan(texts);
+      plan = p.plan(texts, opts);
     } else {
       // A provider without its own planner: OpenAI's limits.
       let tokens = 0;

@@ -4,13 +4,27 @@ import type { Db } from '../postgres/connection.js';
 import { writeFragments } from '../postgres/writer.js';
 import type { FragmentRow } from '../postgres/fragments.js';
 import { SYSTEM_PROMPTS_USER } from '../source/rules.js';
-import type { EmbedInput } from '../embed/types.js';
+import type { EmbedInput, EmbedResult } from '../embed/types.js';
 import { warn } from './counts.js';
 import { fragmentHashes, missingDefaultFragments } from './lookups.js';
 import type { EmbedItem, FragmentToWrite, PipelineOptions, PipelineResult, PreparedMemory } from './types.js';
 
 /** Gives every changed memory and fragment of a batch its vector (metadata-only updates keep theirs). */
 export async function embedBatch(opts: PipelineOptions, toWrite: PreparedMemory[], fragments: FragmentToWrite[], counts: PipelineResult) {
+  await (await startEmbedBatch(opts, toWrite, fragments, counts)).done;
+}
+
+/**
+ * embedBatch in two steps: resolves once the batch's texts are queued for the API (after the
+ * stored vectors, the stored fragments and the cache are looked at); `done` settles when
+ * every vector is in place. The pipeline decides the next batches meanwhile.
+ */
+export async function startEmbedBatch(
+  opts: PipelineOptions,
+  toWrite: PreparedMemory[],
+  fragments: FragmentToWrite[],
+  counts: PipelineResult,
+): Promise<{ done: Promise<void> }> {
   const needEmbed = reuseStoredVectors(opts, toWrite, counts);
   const storedFragments = opts.db && fragments.length > 0 ? await fragmentHashes(opts.db, fragments) : new Map<string, string>();
   for (const f of fragments) {
@@ -18,7 +32,7 @@ export async function embedBatch(opts: PipelineOptions, toWrite: PreparedMemory[
     if (storedFragments.get(f.id) === f.contentHash) continue;
     needEmbed.push({ target: f, input: { text: f.content, ref: { id: f.id, user: SYSTEM_PROMPTS_USER } } });
   }
-  await embedInto(opts, needEmbed, counts);
+  return embedInto(opts, needEmbed, counts);
 }
 
 /** Takes the stored vectors that may be reused; returns the memories that need one made. */
@@ -47,13 +61,17 @@ function reuseStoredVectors(opts: PipelineOptions, toWrite: PreparedMemory[], co
 }
 
 /** Embeds the items' texts (cache, then API) into their targets; a dry run only records the texts. */
-async function embedInto(opts: PipelineOptions, items: EmbedItem[], result: PipelineResult) {
-  if (items.length === 0) return;
+async function embedInto(opts: PipelineOptions, items: EmbedItem[], result: PipelineResult): Promise<{ done: Promise<void> }> {
+  if (items.length === 0) return { done: Promise.resolve() };
   if (opts.dryRun) {
     result.pendingEmbeds.push(items.map((it) => it.input));
-    return;
+    return { done: Promise.resolve() };
   }
-  const out = await opts.embeddings.embedTexts(items.map((i) => i.input));
+  const { done } = await opts.embeddings.submit(items.map((i) => i.input));
+  return { done: done.then((out) => applyVectors(opts, items, out, result)) };
+}
+
+function applyVectors(opts: PipelineOptions, items: EmbedItem[], out: EmbedResult[], result: PipelineResult): void {
   out.forEach((r, i) => {
     const t = items[i]!.target;
     if ('vector' in r) {

@@ -150,10 +150,13 @@ export interface RunState {
   /** Skip the target lookups: a first load into an empty target. */
   fresh: boolean;
   /**
-   * The batch whose transaction may still be open while the next one is prepared: its keys
-   * as they will be once it commits (the target still shows the old ones).
+   * The batches decided and not committed (their transactions may be open, or not started)
+   * while the next one is decided: their keys as they will be once they commit (the target
+   * still shows the old ones).
    */
   inflight: InflightKeys | null;
+  /** The keys of every batch decided and not committed yet, in batch order. */
+  uncommitted: InflightKeys[];
   /** Two encoders: one batch's bytes are on their way to the server while the next is encoded. */
   writers: [BinaryCopyWriter, BinaryCopyWriter];
   batches: number;

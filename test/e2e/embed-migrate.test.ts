@@ -156,7 +156,10 @@ for (const target of testTargets()) {
             await new Promise((r) => setTimeout(r, 50));
             if (!locking) continue;
             await locking;
-            // The run's session waits for our row lock: batch 1's transaction is open.
+            // The run's session waits for our row lock: batch 1's transaction is open. Inside our
+            // transaction the list of sessions is a snapshot taken at its first read (only the wait
+            // events are live): clear it, or a session the run opened later is never seen.
+            await conn.unsafe('SELECT pg_stat_clear_snapshot()');
             const [blocked] = await conn.unsafe(
               `SELECT count(*)::int AS n FROM pg_stat_activity
                 WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,

@@ -66,8 +66,12 @@ describe('ledger and dry run', { concurrency: true }, () => {
       test('one ledger row per run: source, sha256, options without secrets, status, counts, checkpoint; status and --verify-ledger', async () => {
         const t = await freshTarget(target);
         const outputs: CliResult[] = [];
+        let checkpoint = 0;
+        let checkpoint2 = 0;
 
-        // Run 1: SIGINT while the second batch is embedded → interrupted at rowid 40.
+        // Run 1: SIGINT at the second embedding request → interrupted once the batches being
+        // finished are committed (the next batches' texts are queued ahead, so which batch that
+        // is depends on how the texts fell into requests): a whole number of batches.
         let running: RunningCli | undefined;
         api.reset();
         api.setFaults((_n, body) => {
@@ -80,7 +84,9 @@ describe('ledger and dry run', { concurrency: true }, () => {
         assert.equal(outputs[0]!.code, 130, outputs[0]!.stderr);
 
         // Run 2: the API refuses the key on the first embedding it needs (after two unchanged
-        // batches) and echoes the key, as some servers do → failed, checkpoint still 40.
+        // batches) and echoes the key, as some servers do → failed. Batches whose texts run 1
+        // embedded ahead are in the cache: they commit without a request, so the checkpoint
+        // may move on.
         api.setFaults((_n, body) =>
           body?.input === undefined
             ? undefined
@@ -119,9 +125,11 @@ describe('ledger and dry run', { concurrency: true }, () => {
             assert.ok(new Date(r.started_at).getTime() <= new Date(r.finished_at).getTime());
             assert.match(String(r.hmac), /^[0-9a-f]{64}$/);
           }
-          assert.equal(Number(runs[0].checkpoint_rowid), 40);
+          checkpoint = Number(runs[0].checkpoint_rowid);
+          assert.ok(checkpoint >= 20 && checkpoint % 20 === 0, `checkpoint ${checkpoint}`);
           assert.equal(runs[0].error, 'interrupted');
-          assert.equal(Number(runs[1].checkpoint_rowid), 40);
+          checkpoint2 = Number(runs[1].checkpoint_rowid);
+          assert.ok(checkpoint2 >= checkpoint && checkpoint2 < ROWS && checkpoint2 % 20 === 0, `checkpoint ${checkpoint2}`);
           assert.match(runs[1].error, /API key|401/);
           assert.equal(Number(runs[2].checkpoint_rowid), ROWS);
           assert.equal(runs[2].error, null);
@@ -132,11 +140,11 @@ describe('ledger and dry run', { concurrency: true }, () => {
           const c2 = json(runs[2].counts);
           const stored = await count(db, 'SELECT count(*) AS n FROM memories');
           assert.ok(c0.memories.migrated > 0);
-          assert.equal(c1.memories.migrated, 0);
+          assert.equal(c1.memories.migrated > 0, checkpoint2 > checkpoint);
           assert.equal(c1.memories.unchanged, c0.memories.migrated);
           assert.deepEqual(c2.memories, report.memories);
-          assert.equal(c0.memories.migrated + c2.memories.migrated, stored);
-          assert.equal(c2.memories.unchanged, c0.memories.migrated);
+          assert.equal(c0.memories.migrated + c1.memories.migrated + c2.memories.migrated, stored);
+          assert.equal(c2.memories.unchanged, c0.memories.migrated + c1.memories.migrated);
           assert.equal(c2.embeddings.requests, report.embeddings.requests);
         });
 
@@ -145,8 +153,8 @@ describe('ledger and dry run', { concurrency: true }, () => {
         const lines = st.stdout.split('\n').filter((l) => l.startsWith('#'));
         assert.equal(lines.length, 3, st.stdout);
         assert.match(lines[0]!, /^#3 committed .* checkpoint 80 migrated \d+/);
-        assert.match(lines[1]!, /^#2 failed .* checkpoint 40 .*error: /);
-        assert.match(lines[2]!, /^#1 interrupted .* checkpoint 40 migrated [1-9]/);
+        assert.match(lines[1]!, new RegExp(`^#2 failed .* checkpoint ${checkpoint2} .*error: `));
+        assert.match(lines[2]!, new RegExp(`^#1 interrupted .* checkpoint ${checkpoint} migrated [1-9]`));
 
         const ok = await runCli(['status', ...targetArgs(t), '--verify-ledger'], env());
         assert.equal(ok.code, 0, ok.stdout + ok.stderr);

@@ -24,6 +24,10 @@ const dir = mkdtempSync(join(tmpdir(), 'mm-rerun-'));
 const fixturePath = join(dir, 'memory.db');
 const ROWS = 150;
 const BATCH = 25;
+// Embedding requests of at most 10 texts, at most 8 in flight: a run sends many requests,
+// queued ahead of the writer across batches, so kills land between requests.
+const REQUEST_INPUTS = 10;
+const CONCURRENCY = 8;
 
 before(() => {
   makeFixture({ out: fixturePath, rows: ROWS, dims: 8, users: 5, seed: 11 });
@@ -32,6 +36,7 @@ before(() => {
 const migrateArgs = (t: TargetOptions, sqlite = fixturePath) => [
   'migrate', '--sqlite', sqlite, ...targetArgs(t),
   '--model', 'text-embedding-3-small', '--dimensions', '32', '--batch-size', String(BATCH), '--skip-test', '--json',
+  '--max-batch-inputs', String(REQUEST_INPUTS), '--concurrency', String(CONCURRENCY),
 ];
 const DEFAULT_TEXT = 'Be accurate, concise and helpful';
 const isEmbedding = (body: any) => body && body.input !== undefined;
@@ -49,7 +54,10 @@ interface KillPoint {
   arm(run: () => RunningCli, lost: Set<number>): { fault?: Hook; watch?: (c: RunningCli) => void };
   /** Batches are committed when the kill lands (else the tables are still empty). */
   committedBatches: boolean;
-  /** The kill may land between an answer and its cache write: that answer is paid again. */
+  /**
+   * The kill may land between answers and their cache writes: those answers (at most the
+   * requests in flight) are paid again.
+   */
   mayRepay?: boolean;
 }
 
@@ -68,17 +76,27 @@ const killPoints: KillPoint[] = [
     }),
   },
   {
-    // Three batches committed, the fourth's embeddings in flight.
+    // Three requests answered (the first batch's texts among them) and committed; the 4th and
+    // every later request, queued ahead for the next batches, still in flight when the kill
+    // lands a second later.
     name: 'mid-run, at the 4th embedding request',
     committedBatches: true,
-    arm: (run, lost) => ({
-      fault: (body, n) => {
-        if (n !== 4) return undefined;
-        run().child.kill('SIGKILL');
-        lost.add(n);
-        return { delayMs: 1500 };
-      },
-    }),
+    arm: (run, lost) => {
+      let killed: Promise<void> | undefined;
+      return {
+        fault: (body, n) => {
+          if (n < 4) return undefined;
+          lost.add(n);
+          killed ??= new Promise<void>((resolve) =>
+            setTimeout(() => {
+              run().child.kill('SIGKILL');
+              resolve();
+            }, 1000),
+          );
+          return { hold: killed };
+        },
+      };
+    },
   },
   {
     // Killed the moment the CLI logs a committed batch, while the next batch is prepared or
@@ -278,7 +296,9 @@ describe('re-runs', { concurrency: true }, () => {
           });
           // No second bill: what the killed run was answered is not asked for again.
           const paid = h.answeredInputs() + paidBefore;
-          if (point.mayRepay) assert.ok(paid >= clean.inputs && paid <= clean.inputs + BATCH, `paid ${paid} for ${clean.inputs}`);
+          if (point.mayRepay) {
+            assert.ok(paid >= clean.inputs && paid <= clean.inputs + CONCURRENCY * REQUEST_INPUTS, `paid ${paid} for ${clean.inputs}`);
+          }
           else assert.equal(paid, clean.inputs, 'texts embedded twice');
         }));
       }
@@ -299,15 +319,16 @@ describe('re-runs', { concurrency: true }, () => {
           h.onEmbedding(undefined);
           assert.equal(res.code, 130, res.stderr);
           assert.match(res.stderr, /interrupt received/);
-          assert.match(res.stderr, /Interrupted after source rowid 75; every batch up to there is committed\. Run the same command again to resume/);
           assert.equal(parseJson(res).ok, false);
-          // The batch in flight when the signal came was finished: 3 batches of 25 rows.
-          await withDb(t, async (db) => {
+          // The batches being finished when the signal came were committed (the first one at
+          // least: its texts were answered); the texts queued for later batches were not sent.
+          const checkpoint = await withDb(t, async (db) => {
             const [r] = await db.query<{ status: string; checkpoint_rowid: number; counts: any; finished_at: unknown }>(
               `SELECT status, checkpoint_rowid, counts, finished_at FROM migration_runs`,
             );
             assert.equal(r!.status, 'interrupted');
-            assert.equal(Number(r!.checkpoint_rowid), 3 * BATCH);
+            const at = Number(r!.checkpoint_rowid);
+            assert.ok(at >= BATCH && at < ROWS && at % BATCH === 0, `checkpoint ${at}`);
             assert.notEqual(r!.finished_at, null);
             const counts = typeof r!.counts === 'string' ? JSON.parse(r!.counts) : r!.counts;
             const stored = await count(db, 'SELECT count(*) AS n FROM memories');
@@ -316,10 +337,14 @@ describe('re-runs', { concurrency: true }, () => {
             // This first load built its btree indexes after the COPY: stopped, it builds them before it exits.
             const present = await db.query<{ indexname: string }>(`SELECT indexname FROM pg_indexes WHERE tablename = 'memories'`);
             for (const name of MEMORIES_BTREE_INDEXES) assert.ok(present.some((p) => p.indexname === name), `${name} missing after ${sig}`);
+            return at;
           });
+          assert.match(res.stderr, new RegExp(`Interrupted after source rowid ${checkpoint}; every batch up to there is committed\\. Run the same command again to resume`));
+          const sentBefore = h.api.embeddingRequests.length;
+          assert.ok(sentBefore < 15, `${sentBefore} requests: the queued texts were sent after the signal`);
           const again = await h.run(t);
           assert.equal(again.code, 0, again.stderr);
-          assert.match(again.stderr, /Resuming: run #1 ended interrupted at source rowid 75/);
+          assert.match(again.stderr, new RegExp(`Resuming: run #1 ended interrupted at source rowid ${checkpoint}`));
           assertSameTables(await dumpTables(t), clean.dump, `after ${sig}`);
         }));
       }

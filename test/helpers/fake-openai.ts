@@ -37,7 +37,44 @@ export interface RateHeaders {
   resetTokens?: string;
 }
 
+/**
+ * OpenAI's rate limits, as the real API enforces them: a tokens bucket and a requests bucket,
+ * each refilling continuously (limit / window) up to the limit. A request is admitted when
+ * both hold enough, and counted with the server's own token estimate (not the tokenizer's
+ * exact count). Answers carry x-ratelimit-limit|remaining|reset-*; refusals are 429s with
+ * OpenAI's wording and retry-after-ms. Server time grows with the tokens in the request.
+ */
+export interface FakeRateLimit {
+  /** Bucket size = the per-window limit (x-ratelimit-limit-tokens). */
+  tokens: number;
+  requests: number;
+  /** Time a bucket takes to refill from empty (OpenAI: 60,000 ms; tests compress it). */
+  windowMs?: number;
+  /** Server time: fixed part and per 1,000 tokens (default 2 ms + 0.1 ms per 1k). */
+  latencyMs?: number;
+  msPer1kTokens?: number;
+  /** The server's token count for a request (default: tokenizer count + 3%). */
+  estimate?: (tokens: number, inputs: string[]) => number;
+}
+
+/** What the rate-limited fake saw. */
+export interface FakeRateStats {
+  admitted: number;
+  /** Tokens admitted, as the server counted them (its estimate). */
+  tokens: number;
+  /** 429s: rate limit reached / request too large. */
+  rateLimited: number;
+  tooLarge: number;
+  /** When the first request was admitted and the last answer was sent (ms epoch). */
+  firstAt: number;
+  lastAt: number;
+  /** Most requests in flight at once. */
+  peakInflight: number;
+}
+
 export interface FakeOpenAIOptions {
+  /** Continuous-bucket rate limits (see FakeRateLimit). */
+  rateLimit?: FakeRateLimit;
   /** When set, requests must carry `Authorization: Bearer <apiKey>`, else 401. */
   apiKey?: string;
   /** Models the server has, with their native width. Default: the three OpenAI embedding models. */
@@ -65,6 +102,8 @@ export interface FakeOpenAI {
   readonly embeddingRequests: RecordedRequest[];
   setFaults(fault: FakeOpenAIOptions['fault']): void;
   setOptions(opts: Partial<FakeOpenAIOptions>): void;
+  /** The rate-limited mode's counters (reset() clears them and refills the buckets). */
+  readonly rateStats: FakeRateStats;
   reset(): void;
   close(): Promise<void>;
 }
@@ -116,9 +155,25 @@ function errorBody(message: string, type: string, code: string | null = null, pa
   return { error: { message, type, param, code } };
 }
 
+/** A duration as OpenAI writes it: "120ms", "2.5s", "6m0s". */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.max(0, Math.ceil(ms))}ms`;
+  if (ms < 60_000) return `${Number((ms / 1000).toFixed(3))}s`;
+  const m = Math.floor(ms / 60_000);
+  return `${m}m${Number(((ms - m * 60_000) / 1000).toFixed(3))}s`;
+}
+
+function emptyRateStats(): FakeRateStats {
+  return { admitted: 0, tokens: 0, rateLimited: 0, tooLarge: 0, firstAt: 0, lastAt: 0, peakInflight: 0 };
+}
+
 export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<FakeOpenAI> {
   let opts: FakeOpenAIOptions = { ...initial };
   const requests: RecordedRequest[] = [];
+  let rateStats = emptyRateStats();
+  let inflight = 0;
+  // Bucket levels; undefined = full (set on first use, so a later setOptions starts full).
+  let buckets: { tokens: number; requests: number; at: number } | undefined;
 
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     const text = JSON.stringify(body);
@@ -240,13 +295,79 @@ export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<
       }
       dims = body.dimensions;
     }
+    const rl = opts.rateLimit;
+    const rateHeaders: Record<string, string> = {};
+    if (rl) {
+      const windowMs = rl.windowMs ?? 60_000;
+      const now = Date.now();
+      const b = (buckets ??= { tokens: rl.tokens, requests: rl.requests, at: now });
+      b.tokens = Math.min(rl.tokens, b.tokens + ((now - b.at) * rl.tokens) / windowMs);
+      b.requests = Math.min(rl.requests, b.requests + ((now - b.at) * rl.requests) / windowMs);
+      b.at = now;
+      const estimate = rl.estimate ? rl.estimate(total, inputs) : total + Math.ceil(total * 0.03);
+      const headersNow = () => {
+        rateHeaders['x-ratelimit-limit-tokens'] = String(rl.tokens);
+        rateHeaders['x-ratelimit-limit-requests'] = String(rl.requests);
+        rateHeaders['x-ratelimit-remaining-tokens'] = String(Math.max(0, Math.floor(b.tokens)));
+        rateHeaders['x-ratelimit-remaining-requests'] = String(Math.max(0, Math.floor(b.requests)));
+        rateHeaders['x-ratelimit-reset-tokens'] = formatDuration(((rl.tokens - b.tokens) * windowMs) / rl.tokens);
+        rateHeaders['x-ratelimit-reset-requests'] = formatDuration(((rl.requests - b.requests) * windowMs) / rl.requests);
+      };
+      const where = `for ${model} in organization org-fake`;
+      if (estimate > rl.tokens) {
+        rateStats.tooLarge++;
+        headersNow();
+        return reply(
+          429,
+          errorBody(
+            `Request too large ${where} on tokens per min (TPM): Limit ${rl.tokens}, Requested ${estimate}. ` +
+              'The input or output tokens must be reduced in order to run successfully. Visit https://platform.openai.com/account/rate-limits to learn more.',
+            'tokens',
+            'rate_limit_exceeded',
+          ),
+          rateHeaders,
+        );
+      }
+      const refuse = (unit: 'requests' | 'tokens', limit: number, level: number, requested: number) => {
+        rateStats.rateLimited++;
+        const waitMs = Math.ceil(((requested - level) * windowMs) / limit);
+        headersNow();
+        return reply(
+          429,
+          errorBody(
+            `Rate limit reached ${where} on ${unit} per min (${unit === 'tokens' ? 'TPM' : 'RPM'}): Limit ${limit}, ` +
+              `Used ${Math.ceil(limit - level)}, Requested ${requested}. Please try again in ${formatDuration(waitMs)}. ` +
+              'Visit https://platform.openai.com/account/rate-limits to learn more.',
+            unit,
+            'rate_limit_exceeded',
+          ),
+          { ...rateHeaders, 'retry-after-ms': String(waitMs) },
+        );
+      };
+      if (b.requests < 1) return refuse('requests', rl.requests, b.requests, 1);
+      if (b.tokens < estimate) return refuse('tokens', rl.tokens, b.tokens, estimate);
+      b.tokens -= estimate;
+      b.requests -= 1;
+      headersNow();
+      rateStats.admitted++;
+      rateStats.tokens += estimate;
+      if (rateStats.firstAt === 0) rateStats.firstAt = now;
+      inflight++;
+      rateStats.peakInflight = Math.max(rateStats.peakInflight, inflight);
+      try {
+        await new Promise((r) => setTimeout(r, (rl.latencyMs ?? 2) + (estimate / 1000) * (rl.msPer1kTokens ?? 0.1)));
+      } finally {
+        inflight--;
+      }
+      if (res.destroyed || req.socket.destroyed) return;
+    }
     const base64 = body?.encoding_format === 'base64';
     const data = inputs.map((text, index) => {
       const v = fakeVector(model, text, dims);
       const embedding = base64 ? float32ToBase64LE(v) : Array.from(v);
       return { object: 'embedding', index, embedding };
     });
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { ...rateHeaders };
     const rh = typeof opts.rateHeaders === 'function' ? opts.rateHeaders(rec.n) : opts.rateHeaders;
     if (rh) {
       if (rh.remainingRequests !== undefined) headers['x-ratelimit-remaining-requests'] = String(rh.remainingRequests);
@@ -255,6 +376,7 @@ export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<
       if (rh.resetTokens !== undefined) headers['x-ratelimit-reset-tokens'] = rh.resetTokens;
     }
     reply(200, { object: 'list', data, model, usage: { prompt_tokens: total, total_tokens: total } }, headers);
+    if (rl) rateStats.lastAt = Date.now();
   };
 
   const server = createServer((req, res) => {
@@ -278,8 +400,13 @@ export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<
     setOptions(o) {
       opts = { ...opts, ...o };
     },
+    get rateStats() {
+      return rateStats;
+    },
     reset() {
       requests.length = 0;
+      rateStats = emptyRateStats();
+      buckets = undefined;
     },
     close() {
       server.closeAllConnections();

@@ -84,6 +84,23 @@ function fakeTerminal(): FakeTerminal {
 }
 
 describe('progress', () => {
+  test('tokens per minute against the rate limit the API reported', () => {
+    let now = 0;
+    const out = recorder();
+    const stats = { ...emptyEmbedStats(), requests: 3 };
+    const p = createProgress(out, { label: 'memories', total: 1000, interactive: false, now: () => now, plainIntervalMs: 5000, service: { stats } });
+    // 30,000 tokens in the first 30 s, then 30,000 in the next 15 s: the last minute's rate.
+    now = 30_000;
+    stats.tokens = 30_000;
+    p.update(500);
+    assert.match(out.lines[0]!, /requests 3 \(in flight 0\), tokens\/min 60,000, cache hits/);
+    stats.rateLimit = { tokensPerMin: 150_000, requestsPerMin: 3_000 };
+    now = 45_000;
+    stats.tokens = 60_000;
+    p.update(1000);
+    assert.match(out.lines[1]!, /tokens\/min 80,000 of 150,000, cache hits/);
+  });
+
   test('not a terminal: a plain line at most every interval, and the last one always', () => {
     let now = 0;
     const out = recorder();
