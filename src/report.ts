@@ -1,7 +1,7 @@
 // The migration report: the --json object (a stable contract: keys are added, never
 // renamed) and the human summary printed from it.
 import { cutoverLines, type CutoverInfo } from './postgres/cutover.js';
-import type { EmbedStats } from './embed/types.js';
+import { emptyEmbedStats, type EmbedStats } from './embed/types.js';
 
 export interface SkippedRow {
   id: string;
@@ -131,17 +131,7 @@ export function emptyMigrationReport(o: {
       model,
       dimensions,
       sourceModel: o.sourceModel,
-      reused: 0,
-      cached: 0,
-      computed: 0,
-      requests: 0,
-      retries: 0,
-      tokens: 0,
-      truncated: 0,
-      rejected: 0,
-      rateLimited: 0,
-      throttledMs: 0,
-      rateLimit: null,
+      ...emptyEmbedStats(),
       invalidStored: 0,
       estimatedCostUsd: 0,
     },

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { openSource } from '../source/reader.js';
 import type { SourceFilter } from '../source/types.js';
 import { installSchema, existingTables } from '../postgres/schema.js';
-import { adoptedRelation, findAppTable, type AppTable } from '../postgres/adopted-table.js';
+import { findAppTable, memoriesIsView, type AppTable } from '../postgres/adopted-table.js';
 import { buildVectorIndexes, INDEX_BUILD_STEPS } from '../postgres/indexes.js';
 import { acquireIndexLock, acquireRunLock, type RunLock } from '../postgres/lock.js';
 import { startRun, finishRun, unfinishedRun } from '../postgres/ledger.js';
@@ -149,7 +149,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         db = await openTarget(target);
         // An app's table memory-migrate has not adopted yet holds none of its rows: read as empty.
         const app = await findAppTable(db);
-        const notYetAdopted = app !== null && !(await adoptedRelation(db));
+        const notYetAdopted = app !== null && !(await memoriesIsView(db));
         if (notYetAdopted) out.info(adoptionLine(app, 'would write'));
         if ((await existingTables(db, ['memories'])).length === 0 || notYetAdopted) {
           await db.close();

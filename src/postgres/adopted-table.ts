@@ -374,10 +374,13 @@ $body$ LANGUAGE plpgsql;
 `);
 }
 
-/** The app's table when memories is the view over it (an adopted database), else null. */
-export async function adoptedRelation(db: Db): Promise<{ schema: string; relation: string; idColumn: string } | null> {
+/** True when memories is the view over an app's table (an adopted database). */
+export async function memoriesIsView(db: Db): Promise<boolean> {
   const rows = await db.query<{ kind: string }>(`SELECT relkind::text AS kind FROM pg_class WHERE oid = to_regclass('memories')`);
-  if (rows[0]?.kind !== 'v') return null;
-  const app = await findAppTable(db);
-  return app ? { schema: app.schema, relation: app.relation, idColumn: quoteIdent(app.idColumn.name) } : null;
+  return rows[0]?.kind === 'v';
+}
+
+/** The app's table when memories is the view over it, else null. */
+export async function adoptedTable(db: Db): Promise<AppTable | null> {
+  return (await memoriesIsView(db)) ? findAppTable(db) : null;
 }

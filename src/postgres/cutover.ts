@@ -2,9 +2,9 @@
 // the model and width of the vectors, the index, and the query form that uses that index (a
 // query with a different expression silently scans every row). Printed after the load and
 // put in --json as `cutover`.
-import { cosineDistanceSql, ivfflatIndexLists, ivfflatProbes } from './indexes.js';
+import { cosineDistanceSql, ivfflatIndexLists, ivfflatProbes, vectorIndexesOn } from './indexes.js';
 import type { Db } from './connection.js';
-import { adoptedRelation, findAppTable } from './adopted-table.js';
+import { adoptedTable } from './adopted-table.js';
 import { quoteIdent } from '../sql-identifier.js';
 import { errorMessage, oneLine } from '../errors.js';
 
@@ -43,7 +43,7 @@ export type SearchForm = Omit<CutoverInfo, 'model' | 'dimensions' | 'probesDefau
  * own, else the one migrate built) and that index's operator.
  */
 export async function searchForm(db: Db, dimensions: number): Promise<SearchForm> {
-  const app = (await adoptedRelation(db)) ? await findAppTable(db) : null;
+  const app = await adoptedTable(db);
   if (!app) {
     const index = 'memories_embedding_idx';
     const lists = await ivfflatIndexLists(db, index);
@@ -56,13 +56,9 @@ export async function searchForm(db: Db, dimensions: number): Promise<SearchForm
       uuidColumn: 'uuid',
     };
   }
-  const [ix] = await db.query<{ name: string; method: string; def: string }>(
-    `SELECT c.relname AS name, am.amname AS method, pg_get_indexdef(c.oid) AS def
-       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
-      WHERE i.indrelid = $1::regclass AND am.amname IN ('ivfflat', 'hnsw')
-      ORDER BY c.relname = 'memories_embedding_idx', c.relname LIMIT 1`,
-    [app.relation],
-  );
+  // The app's own index when it has one (it is kept), else the one migrate built.
+  const indexes = await vectorIndexesOn(db, app.relation);
+  const ix = indexes.find((i) => i.name !== 'memories_embedding_idx') ?? indexes[0];
   const lists = ix?.method === 'ivfflat' ? await ivfflatIndexLists(db, ix.name, app.schema) : null;
   // The operator of the index's operator class (ours, on halfvec above 2,000 dims, is cosine).
   const operator = !ix || /cosine_ops/.test(ix.def) ? '<=>' : /l2_ops/.test(ix.def) ? '<->' : /ip_ops/.test(ix.def) ? '<#>' : '<=>';

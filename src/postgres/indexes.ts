@@ -3,7 +3,7 @@
 import type { Db } from './connection.js';
 import { RunError, errorMessage, oneLine } from '../errors.js';
 import { quoteIdent } from '../sql-identifier.js';
-import { adoptedRelation } from './adopted-table.js';
+import { adoptedTable } from './adopted-table.js';
 
 /** pgvector indexes at most 2,000 dims of vector and 4,000 of halfvec. */
 export const MAX_VECTOR_INDEX_DIMS = 2000;
@@ -126,7 +126,7 @@ export async function buildVectorIndexes(
   let step = 0;
   // An adopted app's table is indexed itself (memories is a view over it), unless the app
   // already has a vector index on it: that one is kept as it is.
-  const adopted = await adoptedRelation(db);
+  const adopted = await adoptedTable(db);
   for (const table of ['memories', 'prompt_fragments']) {
     const index = `${table}_embedding_idx`;
     onStep({ state: 'start', step: ++step, name: index, table });
@@ -142,21 +142,25 @@ export async function buildVectorIndexes(
   return out;
 }
 
+/** The ivfflat and HNSW indexes on a table, by name. */
+export async function vectorIndexesOn(db: Db, relation: string): Promise<{ name: string; method: string; def: string }[]> {
+  return db.query<{ name: string; method: string; def: string }>(
+    `SELECT c.relname AS name, am.amname AS method, pg_get_indexdef(c.oid) AS def
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+      WHERE i.indrelid = $1::regclass AND am.amname IN ('ivfflat', 'hnsw')
+      ORDER BY c.relname`,
+    [relation],
+  );
+}
+
 /** An ivfflat or HNSW index the app made itself on its table's embedding column (not ours). */
 async function appVectorIndex(db: Db, relation: string, ours: string): Promise<IndexBuild | null> {
-  const rows = await db.query<{ name: string; method: string; def: string; n: number }>(
-    `SELECT c.relname AS name, am.amname AS method, pg_get_indexdef(c.oid) AS def,
-            (SELECT count(*)::int FROM ${relation} WHERE embedding IS NOT NULL) AS n
-       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
-      WHERE i.indrelid = $1::regclass AND am.amname IN ('ivfflat', 'hnsw') AND c.relname <> $2
-      ORDER BY c.relname LIMIT 1`,
-    [relation, ours],
-  );
-  const r = rows[0];
+  const r = (await vectorIndexesOn(db, relation)).find((ix) => ix.name !== ours);
   if (!r) return null;
+  const [{ n }] = (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${relation} WHERE embedding IS NOT NULL`)) as [{ n: number }];
   const opclass = /\b(\w+_ops)\b/.exec(r.def)?.[1] ?? '';
   const lists = Number(/lists\s*=\s*'?(\d+)/.exec(r.def)?.[1] ?? 0);
-  return { table: 'memories', index: r.name, rows: Number(r.n), lists, opclass, action: 'kept', ms: 0 };
+  return { table: 'memories', index: r.name, rows: Number(n), lists, opclass, action: 'kept', ms: 0 };
 }
 
 async function buildOne(

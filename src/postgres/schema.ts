@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Db } from './connection.js';
 import { RunError, UsageError, errorMessage } from '../errors.js';
-import { OWN_SCHEMA, checkAdoptable, createAdoptedView, findAppTable, type AppTable } from './adopted-table.js';
+import { OWN_SCHEMA, checkAdoptable, createAdoptedView, findAppTable, memoriesIsView, type AppTable } from './adopted-table.js';
 
 /** Tables that hold one load's data: moved to the backup schema by --force-recreate. */
 const SCHEMA_LOCK_KEY = 0x6d6d5343; // 'mmSC'
@@ -124,10 +124,6 @@ export async function dropMemoriesBtreeIndexes(db: Db): Promise<void> {
   await inSchemaLock(db, (tx) => tx.exec(`DROP INDEX IF EXISTS ${MEMORIES_BTREE_INDEXES.join(', ')}`));
 }
 
-async function memoriesIsView(db: Db): Promise<boolean> {
-  const rows = await db.query<{ kind: string }>(`SELECT relkind::text AS kind FROM pg_class WHERE oid = to_regclass('memories')`);
-  return rows[0]?.kind === 'v';
-}
 
 /** Builds the btree indexes of sql/007 that are missing (those a first load dropped). */
 export async function createBtreeIndexes(db: Db): Promise<void> {

@@ -7,6 +7,7 @@ import type { FragmentRow } from './fragments.js';
 import { vectorToText } from './vector-text.js';
 import { exactInstant, instantText } from '../source/timestamps.js';
 import { rowUuid } from './row-uuid.js';
+import { memoriesIsView } from './adopted-table.js';
 
 export interface MemoryRow {
   id: string;
@@ -171,11 +172,6 @@ export async function writeMemories(tx: Db, rows: MemoryRow[], options: WriteMem
     }
   }
   return out;
-}
-
-async function memoriesIsView(tx: Db): Promise<boolean> {
-  const [r] = await tx.query<{ kind: string }>(`SELECT relkind::text AS kind FROM pg_class WHERE oid = to_regclass('memories')`);
-  return r?.kind === 'v';
 }
 
 /**

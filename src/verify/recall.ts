@@ -2,12 +2,13 @@
 // the store uses? Below the target, the smallest probes that reaches it is suggested.
 import { cosineDistanceSql, ivfflatIndexLists, ivfflatProbes } from '../postgres/indexes.js';
 import type { Db } from '../postgres/connection.js';
-import { OWN_SCHEMA, adoptedRelation } from '../postgres/adopted-table.js';
+import { OWN_SCHEMA, adoptedTable } from '../postgres/adopted-table.js';
+import { quoteIdent } from '../sql-identifier.js';
 import { RECALL_TARGET, type VerifyReport } from './report.js';
 
 export async function measureRecall(db: Db, dims: number, rows: { id: string; vec: string }[], report: VerifyReport): Promise<void> {
   // An adopted app's table is searched directly, as the app will (memories is a view over it).
-  const adopted = await adoptedRelation(db);
+  const adopted = await adoptedTable(db);
   const lists = await ivfflatIndexLists(db, 'memories_embedding_idx', adopted?.schema ?? null);
   if (lists === null) {
     if (rows.length > 0) report.notes.push('no vector index memories_embedding_idx: recall not measured (migrate builds it after loading)');
@@ -24,7 +25,7 @@ export async function measureRecall(db: Db, dims: number, rows: { id: string; ve
         const [top] = await tx.query<{ id: string; distance: number }>(
           adopted
             ? `SELECT COALESCE(l.source_id, x.id) AS id, x.distance
-                 FROM (SELECT ${adopted.idColumn}::text AS id, ${cosineDistanceSql(dims, '$1')} AS distance FROM ${adopted.relation}
+                 FROM (SELECT ${quoteIdent(adopted.idColumn.name)}::text AS id, ${cosineDistanceSql(dims, '$1')} AS distance FROM ${adopted.relation}
                         WHERE embedding IS NOT NULL ORDER BY distance LIMIT 1) x
                  LEFT JOIN ${OWN_SCHEMA}.memory_links l ON l.target_id = x.id`
             : `SELECT id, ${cosineDistanceSql(dims, '$1')} AS distance FROM memories WHERE embedding IS NOT NULL ORDER BY distance LIMIT 1`,
