@@ -403,9 +403,9 @@ export class OpenAIProvider implements EmbeddingProvider {
   }
 
   /**
-   * The next request from the calls in order: the head call's next planned request, topped up
-   * with the texts of the calls after it when it is the head's last and has room (so a call's
-   * remainder does not go out as a small request of its own).
+   * The next request from the calls in order: the head call's next planned request. Requests
+   * never mix calls: packing a call's remainder with the next call's texts would make the
+   * request count depend on timing, and the dry run promises the real run's count exactly.
    */
   private takeFromSegments(probe: boolean): Item[] {
     const cap = this.requestCap(probe);
@@ -435,25 +435,7 @@ export class OpenAIProvider implements EmbeddingProvider {
     const taken = new Set(items);
     seg.unsent = seg.unsent.filter((it) => !taken.has(it));
     if (seg.unsent.length === 0) this.segments.shift();
-    let tokens = sumTokens(items);
-    // Top up from the following calls, in order, while the next text fits.
-    if (!probe && seg.unsent.length === 0) {
-      for (const next of this.segments) {
-        let k = 0;
-        while (k < next.unsent.length && items.length < this.maxInputs && tokens + next.unsent[k]!.tokens <= cap) {
-          if (ceiling !== undefined && next.unsent[k]!.tokens > ceiling) break;
-          tokens += next.unsent[k]!.tokens;
-          items.push(next.unsent[k]!);
-          k++;
-        }
-        if (k > 0) {
-          next.unsent = next.unsent.slice(k);
-          next.jobs = null;
-        }
-        if (k < next.unsent.length || items.length >= this.maxInputs) break;
-      }
-      while (this.segments.length > 0 && this.segments[0]!.unsent.length === 0) this.segments.shift();
-    }
+    const tokens = sumTokens(items);
     this.queued -= tokens;
     return items;
   }
