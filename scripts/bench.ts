@@ -10,6 +10,7 @@
 //   npm run bench                       10k and 100k rows
 //   npm run bench -- --quick            10k only
 //   npm run bench -- --embed [--rows N] embedding under rate limits instead (scripts/bench-embed.ts)
+//   npm run bench -- --scale [--sizes 100000x64,…] memory and CPU from 100k to 10M rows (scripts/bench-scale.ts)
 //   node dist/scripts/bench.js --rows 20000,50000 [--dims 1536] [--only mm,psql-binary]
 //        [--batch-size N] [--repeat 3] [--keep]
 //
@@ -761,8 +762,13 @@ function table(head: string[], body: string[][], left: boolean[]): string[] {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
-  const embed = process.argv.includes('--embed');
-  (embed ? import('./bench-embed.js').then((m) => m.benchEmbed(process.argv.slice(2))) : main()).catch((err) => {
+  const argv = process.argv.slice(2);
+  const job = argv.includes('--embed')
+    ? import('./bench-embed.js').then((m) => m.benchEmbed(argv))
+    : argv.includes('--scale')
+      ? import('./bench-scale.js').then((m) => m.benchScale(argv, serverUrl().url))
+      : main();
+  job.catch((err) => {
     console.error(err instanceof Error ? (err.stack ?? err.message) : err);
     process.exit(1);
   });

@@ -1,0 +1,200 @@
+// `npm run bench -- --scale`: how the load grows with the file (issue 19). The real CLI
+// migrates generated files whose stored vectors are reused (f32 blobs, --source-model = --model,
+// the local embedder for the few rows that need one, so no API), into a fresh PostgreSQL
+// database each, at 100k, 1M and 10M rows × 64 dimensions and 100k × 1,536. For each:
+//   load time (the CLI's timings.loadMs) and rows/s;
+//   peak RSS of the Node process;
+//   Node CPU seconds (process.cpuUsage of the CLI process, read at its exit) and the CPU
+//   seconds of the server backends that served it (/proc/<pid>/stat of every backend of its
+//   database, polled while it runs), and their ratio.
+// CPU time is the measure: wall time on these shared 2-CPU machines moves with the neighbours.
+// The 10M run needs about 8 GB for its file and as much for the database: it is skipped, with a
+// message, when the disk holding the temp folder has less than 20 GB free.
+//
+//   node dist/scripts/bench.js --scale [--sizes 100000x64,1000000x64] [--keep]
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import postgres from 'postgres';
+import { makeFixture } from './make-fixture.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const CLI = join(HERE, '..', 'src', 'cli.js');
+const MODEL = 'local-hash-v1';
+const MIN_FREE_FOR_10M = 20 * 1024 ** 3;
+/** Linux reports /proc/<pid>/stat times in clock ticks of 1/100 s on every platform we run. */
+const TICKS_PER_SECOND = 100;
+
+export interface ScaleSize {
+  rows: number;
+  dims: number;
+}
+
+export const DEFAULT_SCALE_SIZES: ScaleSize[] = [
+  { rows: 100_000, dims: 64 },
+  { rows: 1_000_000, dims: 64 },
+  { rows: 10_000_000, dims: 64 },
+  { rows: 100_000, dims: 1536 },
+];
+
+interface ScaleResult {
+  size: ScaleSize;
+  skipped?: string;
+  loadSeconds?: number;
+  indexSeconds?: number;
+  peakRssMb?: number;
+  nodeCpuSeconds?: number;
+  serverCpuSeconds?: number;
+}
+
+export function parseScaleSizes(arg: string | undefined): ScaleSize[] {
+  if (!arg) return DEFAULT_SCALE_SIZES;
+  return arg.split(',').map((s) => {
+    const m = /^(\d+)x(\d+)$/.exec(s.trim());
+    if (!m) throw new Error(`--sizes takes ROWSxDIMS[,ROWSxDIMS…], e.g. 100000x64; got ${s}`);
+    return { rows: Number(m[1]), dims: Number(m[2]) };
+  });
+}
+
+/** CPU seconds of every backend serving `database`, sampled until stop() (the last sample of each pid). */
+function watchBackends(sql: postgres.Sql, database: string) {
+  const last = new Map<number, number>();
+  let stopped = false;
+  const sample = async () => {
+    const pids = await sql<{ pid: number }[]>`SELECT pid FROM pg_stat_activity WHERE datname = ${database} AND pid <> pg_backend_pid()`;
+    for (const { pid } of pids) {
+      try {
+        // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        last.set(pid, (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND);
+      } catch {
+        // Gone between the query and the read, or not readable (another user's server).
+      }
+    }
+  };
+  const loop = (async () => {
+    while (!stopped) {
+      await sample().catch(() => {});
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  return {
+    async stop(): Promise<number | undefined> {
+      stopped = true;
+      await loop;
+      if (last.size === 0) return undefined;
+      return [...last.values()].reduce((a, b) => a + b, 0);
+    },
+  };
+}
+
+/** Runs the CLI with a preload that writes its own CPU time and peak RSS when it exits. */
+function runMigrate(args: string[], usageFile: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const preload = join(HERE, 'bench-scale-usage.js');
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', preload, CLI, ...args], {
+      env: { ...process.env, BENCH_USAGE_FILE: usageFile },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+async function measure(serverUrl: string, size: ScaleSize, dir: string, keep: boolean): Promise<ScaleResult> {
+  const free = statfsSync(dir);
+  if (size.rows >= 10_000_000 && free.bavail * free.bsize < MIN_FREE_FOR_10M) {
+    return { size, skipped: `skipped: ${(free.bavail * free.bsize / 1024 ** 3).toFixed(1)} GB free in ${dir}, the 10M run needs 20 GB` };
+  }
+  const file = join(dir, `scale-${size.rows}x${size.dims}.db`);
+  process.stderr.write(`scale bench: writing ${size.rows.toLocaleString('en-US')} rows × ${size.dims}…\n`);
+  makeFixture({ out: file, rows: size.rows, dims: size.dims, encoding: 'f32', users: 8 });
+  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  const database = `mm_scale_${process.pid}_${size.rows}_${size.dims}`;
+  await admin.unsafe(`CREATE DATABASE ${database}`);
+  const url = new URL(serverUrl);
+  url.pathname = `/${database}`;
+  const usageFile = join(dir, 'usage.json');
+  try {
+    process.stderr.write(`scale bench: migrating ${size.rows.toLocaleString('en-US')} rows × ${size.dims}…\n`);
+    const backends = watchBackends(admin, database);
+    const run = await runMigrate(
+      ['migrate', '--sqlite', file, '--database-url', url.toString(), '--embedder', 'local', '--model', MODEL,
+        '--source-model', MODEL, '--dimensions', String(size.dims), '--skip-test', '--quiet', '--json'],
+      usageFile,
+    );
+    const serverCpu = await backends.stop();
+    if (run.code !== 0) throw new Error(`migrate exited ${run.code}: ${run.stderr.trim().split('\n').pop()}`);
+    const report = JSON.parse(run.stdout);
+    const usage = JSON.parse(readFileSync(usageFile, 'utf8')) as { cpuMicros: number; maxRssKb: number };
+    return {
+      size,
+      loadSeconds: report.timings.loadMs / 1000,
+      indexSeconds: report.timings.indexMs / 1000,
+      peakRssMb: usage.maxRssKb / 1024,
+      nodeCpuSeconds: usage.cpuMicros / 1e6,
+      ...(serverCpu !== undefined ? { serverCpuSeconds: serverCpu } : {}),
+    };
+  } finally {
+    if (!keep) rmSync(file, { force: true });
+    await admin.unsafe(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => {});
+    await admin.end();
+  }
+}
+
+const fmt = (n: number | undefined, digits = 2) => (n === undefined ? '—' : n.toFixed(digits));
+
+export async function runScaleBench(serverUrl: string, sizes: ScaleSize[], keep: boolean): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'mm-bench-scale-'));
+  const results: ScaleResult[] = [];
+  try {
+    for (const size of sizes) {
+      const r = await measure(serverUrl, size, dir, keep);
+      if (r.skipped) process.stderr.write(`scale bench: ${size.rows} × ${size.dims} ${r.skipped}\n`);
+      results.push(r);
+    }
+  } finally {
+    if (!keep) rmSync(dir, { recursive: true, force: true });
+  }
+  const base = results.find((r) => r.size.rows === 100_000 && r.size.dims === 64 && !r.skipped);
+  const lines = [
+    '| rows | dims | load | rows/s | rows/s vs 100k | indexes | peak RSS | RSS vs 100k | Node CPU | server CPU | Node ÷ server |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of results) {
+    const label = `| ${r.size.rows.toLocaleString('en-US')} | ${r.size.dims} |`;
+    if (r.skipped) {
+      lines.push(`${label} ${r.skipped} | | | | | | | | |`);
+      continue;
+    }
+    const rate = r.size.rows / r.loadSeconds!;
+    const baseRate = base ? base.size.rows / base.loadSeconds! : undefined;
+    const sameDims = base && r.size.dims === base.size.dims;
+    lines.push(
+      `${label} ${fmt(r.loadSeconds)} s | ${Math.round(rate).toLocaleString('en-US')} | ${sameDims ? fmt(rate / baseRate!) + '×' : '—'} | ` +
+        `${fmt(r.indexSeconds)} s | ${fmt(r.peakRssMb, 0)} MB | ${sameDims ? fmt(r.peakRssMb! / base.peakRssMb!) + '×' : '—'} | ` +
+        `${fmt(r.nodeCpuSeconds)} s | ${r.serverCpuSeconds === undefined ? 'not readable' : fmt(r.serverCpuSeconds) + ' s'} | ` +
+        `${r.serverCpuSeconds ? fmt(r.nodeCpuSeconds! / r.serverCpuSeconds) : '—'} |`,
+    );
+  }
+  console.log(lines.join('\n'));
+  console.log(
+    '\nload = the CLI\'s timings.loadMs (rows read to last batch committed, indexes not included); Node CPU = user + system ' +
+      'of the CLI process over the whole run; server CPU = user + system of every backend of the run\'s database ' +
+      '(/proc/<pid>/stat, sampled every 200 ms), index builds included.',
+  );
+  writeFileSync(join(tmpdir(), 'memory-migrate-bench-scale.json'), JSON.stringify(results, null, 2));
+}
+
+/** `--scale [--sizes 100000x64,…] [--keep]` from bench.ts, against the server it found. */
+export function benchScale(argv: string[], serverUrl: string): Promise<void> {
+  const at = argv.indexOf('--sizes');
+  return runScaleBench(serverUrl, parseScaleSizes(at >= 0 ? argv[at + 1] : undefined), argv.includes('--keep'));
+}
