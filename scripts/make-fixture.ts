@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { LAYOUT_A_SQL } from '../src/source/layout.js';
 import { isMain } from './is-main.js';
+import { FIXTURE_LAYOUTS, makeLayoutFixture, type FixtureLayout } from './layout-fixtures.js';
 
 export type FixtureEncoding = 'json' | 'csv' | 'f32' | 'mixed';
 
@@ -732,7 +733,18 @@ function parseArgs(argv: string[]): FixtureOptions {
   return opts as FixtureOptions;
 }
 
-if (isMain(import.meta.url)) {
+if (isMain(import.meta.url) && process.argv.includes('--layout')) {
+  // --layout NAME --out FILE: a small fixture of another source layout (layout-fixtures.ts).
+  const arg = (name: string): string | undefined => process.argv[process.argv.indexOf(name) + 1];
+  const layout = arg('--layout') as FixtureLayout;
+  const out = arg('--out');
+  if (!out || !(FIXTURE_LAYOUTS as readonly string[]).includes(layout)) {
+    console.error(`make-fixture: usage: --layout ${FIXTURE_LAYOUTS.join('|')} --out <file>`);
+    process.exit(2);
+  }
+  const fx = await makeLayoutFixture(layout, out);
+  console.log(JSON.stringify({ layout, out, rows: fx.rows.length, deleted: fx.deletedIds.length }, null, 2));
+} else if (isMain(import.meta.url)) {
   let opts: FixtureOptions;
   try {
     opts = parseArgs(process.argv.slice(2));

@@ -15,6 +15,7 @@ import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
 import { rollbackCommand } from './commands/rollback.js';
 import { searchCommand } from './commands/search.js';
+import { serveCommand } from './commands/serve.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -27,6 +28,7 @@ const COMMANDS: CliCommand<never, unknown>[] = [
   verifyCommand,
   rollbackCommand,
   searchCommand,
+  serveCommand,
 ] as CliCommand<never, unknown>[];
 
 /** The running command's output: a failure still prints its one JSON object with --json. */

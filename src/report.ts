@@ -2,6 +2,7 @@
 // renamed) and the human summary printed from it.
 import { cutoverLines, type CutoverInfo } from './postgres/cutover.js';
 import { emptyEmbedStats, type EmbedStats } from './embed/types.js';
+import type { BatchApiStats } from './embed/batch-api.js';
 
 export interface SkippedRow {
   id: string;
@@ -64,6 +65,8 @@ export interface MigrationReport {
     sourceModel: string | null;
     invalidStored: number;
     estimatedCostUsd: number;
+    /** With --batch-api: what went through OpenAI's Batch API (see src/embed/batch-api.ts). */
+    batchApi?: BatchApiStats;
   };
   users: Record<string, { read: number; migrated: number; updated: number; unchanged: number; duplicates: number; skipped: number; rejected: number }>;
   indexes: { table: string; index: string; rows: number; lists: number; action: string; ms: number }[];
@@ -84,6 +87,8 @@ export interface MigrationReport {
     requests: number;
     cached: number;
     estimatedCostUsd: number;
+    /** The same texts through the Batch API (--batch-api): half the online price. */
+    batchCostUsd: number;
     etaSeconds: number;
   };
   /** With --mirror-deletes: records of rows gone from the file, deleted before the load (a dry run: would be). */
@@ -185,6 +190,13 @@ export function formatSummary(r: MigrationReport): string {
   if (e.rateLimit || e.rateLimited > 0) {
     const limit = e.rateLimit ? `${e.rateLimit.tokensPerMin} tokens/min, ${e.rateLimit.requestsPerMin} requests/min` : 'not reported';
     lines.push(`embedding rate limit: ${limit}; held back ${secs(e.throttledMs)} to stay inside it; 429 answers ${e.rateLimited}`);
+  }
+  if (e.batchApi) {
+    const b = e.batchApi;
+    lines.push(
+      `batch api: ${b.batches} batches created, ${b.requests} requests, ${b.completed} completed, ${b.failedLines} failed lines, ` +
+        `${b.expired} expired, ${b.cancelled} cancelled, ${b.resubmitted} requests resubmitted, ${b.resumed} resumed, ${b.tokens} tokens`,
+    );
   }
   if (e.invalidStored > 0) lines.push(`stored vectors that were invalid and re-embedded: ${e.invalidStored}`);
   const reasons = Object.entries(m.skippedByReason);

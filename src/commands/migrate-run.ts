@@ -35,8 +35,15 @@ import {
 import { createProgress, createStepProgress } from '../progress.js';
 import { OpenAIProvider } from '../embed/openai-provider.js';
 import { verifyEmbeddingEndpoint } from '../embed/endpoint-check.js';
+import { BATCH_PRICE_FACTOR, BatchEmbedder, BatchRejectsProvider, batchJobTag, emptyBatchApiStats, DEFAULT_BATCH_POLL_SECONDS } from '../embed/batch-api.js';
+import { EmbeddingCache } from '../embed/cache.js';
+import type { EmbeddingProvider } from '../embed/types.js';
+import { fillCacheFromBatches } from '../pipeline/batch-prepass.js';
+import { sourceOpenOptions, type SourceLayoutFlags } from './source-options.js';
+import { recordedUserFrom } from '../postgres/ledger.js';
+import type { SourceInfo } from '../source/types.js';
 
-export interface MigrateFlags extends TargetFlags, EmbedderFlags {
+export interface MigrateFlags extends TargetFlags, EmbedderFlags, SourceLayoutFlags {
   sqlite: string;
   sourceModel?: string;
   forceRecreate?: boolean;
@@ -55,6 +62,10 @@ export interface MigrateFlags extends TargetFlags, EmbedderFlags {
   busyTimeout?: number;
   /** --mirror-deletes: delete from Postgres the records of rows deleted from the file. */
   mirrorDeletes?: boolean;
+  /** --batch-api: embed through OpenAI's Batch API (half price, results within 24 h). */
+  batchApi?: boolean;
+  /** --batch-poll-seconds: how often the Batch API's batches are polled. */
+  batchPollSeconds?: number;
   json?: boolean;
   report?: string;
 }
@@ -64,6 +75,7 @@ export const MIGRATE_DEFAULTS = {
   batchSize: 1000,
   dedup: 'exact',
   rejectFile: 'memory-migrate-rejects.jsonl',
+  batchPollSeconds: DEFAULT_BATCH_POLL_SECONDS,
 } as const;
 
 /** Exit code of a run interrupted by SIGINT/SIGTERM. */
@@ -79,7 +91,19 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
   }
   // Validate everything that can be validated before touching the target.
   const provider = buildProvider(flags);
-  const source = openSource(flags.sqlite, flags.busyTimeout !== undefined ? { busyTimeoutMs: flags.busyTimeout } : {});
+  if (flags.batchApi && !(provider instanceof OpenAIProvider)) {
+    throw new UsageError('--batch-api needs --embedder openai: the local embedder has no Batch API and costs nothing; drop --batch-api');
+  }
+  const source = openSource(flags.sqlite, {
+    ...(flags.busyTimeout !== undefined ? { busyTimeoutMs: flags.busyTimeout } : {}),
+    ...sourceOpenOptions(flags),
+  });
+  if (flags.sourceModel === undefined && source.info.sourceModel) {
+    // The file says which model made its vectors: reuse them rather than pay for them again.
+    flags = { ...flags, sourceModel: source.info.sourceModel.model };
+    out.info(`source model ${source.info.sourceModel.model} (from ${source.info.sourceModel.from})`);
+  }
+  for (const note of source.info.notes ?? []) out.info(note);
   const target = resolveTarget(flags, out);
   const report = emptyMigrationReport({
     dryRun,
@@ -173,10 +197,11 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
       if (previous) {
         out.info(`Resuming: run #${previous.id} ended ${previous.status} at source rowid ${previous.checkpoint_rowid ?? 0}; committed batches are kept`);
       }
+      if (!flags.forceRecreate) await refuseUserRemap(db, report.source.sha256, resolve(flags.sqlite), source.info);
       runId = await startRun(db, {
         sourcePath: resolve(flags.sqlite),
         sourceSha256: report.source.sha256,
-        options: ledgerOptions(flags),
+        options: { ...ledgerOptions(flags), source: ledgerSource(source.info, flags) },
         shard: shardLabel,
       });
       report.runId = runId;
@@ -194,7 +219,12 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         : noDeletes();
     }
 
-    const service = buildService(provider, db, dryRun);
+    let loadProvider: EmbeddingProvider = provider;
+    if (flags.batchApi && !dryRun && db && provider instanceof OpenAIProvider) {
+      const batches = await embedThroughBatches(flags, provider, db, source, filter, total, report, controller.signal, out);
+      loadProvider = new BatchRejectsProvider(provider, batches.rejected, flags.rejectFile);
+    }
+    const service = buildService(loadProvider, db, dryRun);
     const progress = createProgress(out, { label: 'memories', total, service, provider: provider as { inflight?: number } });
     phase = 'load';
     const loadStarted = Date.now();
@@ -258,7 +288,9 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         report.embeddings = { ...report.embeddings, ...service.stats, invalidStored: result.invalidStored };
       }
     }
-    report.embeddings.estimatedCostUsd = estimateCostUsd(provider.model, report.embeddings.tokens) ?? 0;
+    report.embeddings.estimatedCostUsd =
+      (estimateCostUsd(provider.model, report.embeddings.tokens) ?? 0) +
+      (estimateCostUsd(provider.model, report.embeddings.batchApi?.tokens ?? 0) ?? 0) * BATCH_PRICE_FACTOR;
     // Rejected rows are errors of the rows, not of the run: the rest is migrated, they are in
     // the reject file, and verify names them (exit 3) until they are fixed.
     report.ok = report.memories.errors - report.memories.rejected === 0 && (!report.selftest.ran || report.selftest.passed);
@@ -307,11 +339,106 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
   }
 }
 
+/**
+ * --batch-api: fills the embedding cache through OpenAI's Batch API before the load (see
+ * pipeline/batch-prepass.ts); returns the embedder, whose `rejected` the load uses.
+ */
+async function embedThroughBatches(
+  flags: MigrateFlags,
+  provider: OpenAIProvider,
+  db: Db,
+  source: ReturnType<typeof openSource>,
+  filter: SourceFilter,
+  total: number,
+  report: MigrationReport,
+  signal: AbortSignal,
+  out: Output,
+): Promise<BatchEmbedder> {
+  const stats = emptyBatchApiStats();
+  report.embeddings.batchApi = stats;
+  const scope = JSON.stringify({ users: flags.user ?? [], shard: flags.shard ?? null, limit: flags.limit ?? null });
+  const steps = createStepProgress(out, { label: 'batch api', total: 1 });
+  const lastStatus = new Map<string, string>();
+  const batches = new BatchEmbedder({
+    db,
+    // Its own cache object (same table): the load's LRU starts empty and counts its own hits.
+    cache: new EmbeddingCache({ db }),
+    apiKey: process.env['OPENAI_API_KEY'] ?? '',
+    baseURL: provider.baseURL,
+    model: provider.model,
+    dimensions: provider.dimensions,
+    sendDimensions: provider.sendDimensions,
+    jobTag: batchJobTag({ sourceSha256: report.source.sha256 ?? '', model: provider.model, dimensions: provider.dimensions, scope }),
+    maxInputs: provider.maxInputs,
+    maxTokens: provider.maxTokens,
+    maxInputTokens: provider.maxInputTokens,
+    pollSeconds: flags.batchPollSeconds ?? MIGRATE_DEFAULTS.batchPollSeconds,
+    stats,
+    signal,
+    onStatus: (e) => {
+      const line = `batch ${e.batchId}: ${e.status}, ${e.completed}/${e.total} requests done${e.failed > 0 ? `, ${e.failed} failed` : ''}`;
+      steps.start(line);
+      if (lastStatus.get(e.batchId) !== `${e.status}|${e.completed}|${e.failed}`) steps.log(line);
+      lastStatus.set(e.batchId, `${e.status}|${e.completed}|${e.failed}`);
+    },
+  });
+  const prepass = createProgress(out, { label: 'batch files', total });
+  try {
+    await fillCacheFromBatches(
+      {
+        source,
+        db,
+        embeddings: buildService(provider, db, true),
+        model: provider.model,
+        dimensions: provider.dimensions,
+        sourceModel: flags.sourceModel ?? null,
+        filter,
+        dedup: { mode: flags.dedup ?? MIGRATE_DEFAULTS.dedup, threshold: flags.dedupThreshold, skipMatches: flags.dedupSkip },
+        batchSize: flags.batchSize ?? MIGRATE_DEFAULTS.batchSize,
+        dryRun: true,
+        runId: null,
+        userInMetadata: flags.userInMetadata ?? false,
+        signal,
+        onProgress: (p) => prepass.update(p.done, p.memories),
+      },
+      batches,
+      (l) => steps.log(l),
+    );
+  } catch (err) {
+    if (err instanceof Interrupted) {
+      out.error('Batch API: stopped before the load; the batches created so far are recorded, and the same command resumes polling them');
+    }
+    throw err;
+  } finally {
+    prepass.stop();
+    steps.stop();
+  }
+  if (stats.batches === 0 && stats.resumed === 0) out.info('Batch API: nothing to embed through it, no batches were needed');
+  return batches;
+}
+
 function countsOf(r: MigrationReport) {
   return { memories: r.memories, fragments: r.fragments, embeddings: r.embeddings, ...(r.deleted ? { deleted: r.deleted } : {}) };
 }
 
 /** Options as recorded in the ledger: no URLs, no keys. */
+/** How the source was read, as the ledger records it: verify reads it the same way, a re-run may not remap users. */
+function ledgerSource(info: SourceInfo, f: MigrateFlags): Record<string, unknown> {
+  return { layout: info.layout, userFrom: info.userFrom ?? 'column', ...(f.map !== undefined || f.mapTable !== undefined || f.mapContent !== undefined ? { map: sourceOpenOptions(f).map } : {}) };
+}
+
+/** A re-run that maps users differently from an earlier run of the same file would split or merge users silently. */
+async function refuseUserRemap(db: Db, sha256: string, path: string, info: SourceInfo): Promise<void> {
+  const earlier = await recordedUserFrom(db, sha256, path);
+  const now = info.userFrom ?? 'column';
+  if (earlier && earlier.userFrom !== now) {
+    throw new UsageError(
+      `run #${earlier.id} of this file made user_id from --user-from ${earlier.userFrom}, this run from ${now}: users cannot be remapped in place; ` +
+        `run again with --user-from ${earlier.userFrom}, or migrate into a fresh target (or --force-recreate)`,
+    );
+  }
+}
+
 function ledgerOptions(f: MigrateFlags): Record<string, unknown> {
   return {
     embedder: f.embedder ?? 'openai',
@@ -327,6 +454,7 @@ function ledgerOptions(f: MigrateFlags): Record<string, unknown> {
     batchSize: f.batchSize ?? MIGRATE_DEFAULTS.batchSize,
     forceRecreate: f.forceRecreate ?? false,
     mirrorDeletes: f.mirrorDeletes ?? false,
+    batchApi: f.batchApi ?? false,
     // verify and rollback read it: the stored metadata has the user added.
     userInMetadata: f.userInMetadata ?? false,
   };

@@ -5,6 +5,7 @@ import type { MigrationReport, SkippedRow } from '../report.js';
 import { redact } from '../secrets.js';
 import type { EmbeddingService } from '../embed/service.js';
 import type { EmbedInput } from '../embed/types.js';
+import { BATCH_PRICE_FACTOR } from '../embed/batch-api.js';
 
 /**
  * Sums the service's preflight over the embedding calls the real run would make. A text
@@ -12,7 +13,7 @@ import type { EmbedInput } from '../embed/types.js';
  */
 export async function preflight(service: EmbeddingService, groups: EmbedInput[][]): Promise<NonNullable<MigrationReport['preflight']>> {
   const seen = new Set<string>();
-  const total = { textsToEmbed: 0, tokens: 0, requests: 0, cached: 0, estimatedCostUsd: 0, etaSeconds: 0 };
+  const total = { textsToEmbed: 0, tokens: 0, requests: 0, cached: 0, estimatedCostUsd: 0, batchCostUsd: 0, etaSeconds: 0 };
   for (const group of groups) {
     const fresh = group.filter((g) => !seen.has(service.keyFor(g.text)));
     total.cached += group.length - fresh.length;
@@ -24,6 +25,7 @@ export async function preflight(service: EmbeddingService, groups: EmbedInput[][
     total.requests += pf.requests;
     total.cached += pf.cached;
     total.estimatedCostUsd += pf.estimatedCostUsd;
+    total.batchCostUsd += pf.estimatedCostUsd * BATCH_PRICE_FACTOR;
     total.etaSeconds += pf.etaSeconds;
   }
   return total;

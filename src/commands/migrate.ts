@@ -5,7 +5,9 @@ import { DEFAULT_BUSY_TIMEOUT_MS } from '../source/sqlite-file.js';
 import { formatSummary, type MigrationReport } from '../report.js';
 import type { CliCommand } from './command.js';
 import { rollbackCommand } from './rollback.js';
+import { migrateToPluginCommand, pluginBackfillOptions, pluginTargetOptions } from './plugin-backfill.js';
 import { migrate, MIGRATE_DEFAULTS, type MigrateFlags } from './migrate-run.js';
+import { sourceLayoutOptions } from './source-options.js';
 import {
   collect,
   embedderOptions,
@@ -13,18 +15,19 @@ import {
   outputOptions,
   parseFraction,
   parsePositiveInt,
+  parsePositiveNumber,
   parseShard,
   targetOptions,
 } from './shared.js';
 
 export { migrate, EXIT_INTERRUPTED, MIGRATE_DEFAULTS, type MigrateFlags } from './migrate-run.js';
 
-export const migrateCommand: CliCommand<MigrateFlags & { rollback?: boolean }, MigrationReport> = {
+export const migrateCommand: CliCommand<MigrateFlags & { rollback?: boolean; toPlugin?: string }, MigrationReport> = {
   define() {
     const cmd = new Command('migrate')
       .description('migrate a SQLite memory file into PostgreSQL: schema, rows, embeddings, indexes, self-test')
       .requiredOption('--sqlite <file>', 'the SQLite memory file, opened read-only, never changed (required, no default)');
-    embedderOptions(targetOptions(cmd))
+    embedderOptions(targetOptions(sourceLayoutOptions(cmd)))
       .option(
         '--source-model <name>',
         'model that produced the vectors stored in SQLite; equal to --model = reuse them, no API calls (default: none, so stored vectors are not reused)',
@@ -54,10 +57,17 @@ export const migrateCommand: CliCommand<MigrateFlags & { rollback?: boolean }, M
         false,
       )
       .option('--batch-size <n>', 'rows per committed batch', parsePositiveInt('--batch-size'), MIGRATE_DEFAULTS.batchSize)
+      .option(
+        '--batch-api',
+        "embed through OpenAI's Batch API: half the price, results within 24 h; an interrupted run resumes polling the same batches (openai embedder only)",
+        false,
+      )
+      .option('--batch-poll-seconds <s>', 'with --batch-api: seconds between polls of the batches', parsePositiveNumber('--batch-poll-seconds'), MIGRATE_DEFAULTS.batchPollSeconds)
       .option('--reject-file <file>', 'JSON Lines file for inputs the embedding API refused (id, user, reason)', MIGRATE_DEFAULTS.rejectFile)
       .option('--busy-timeout <ms>', 'ms to wait while another process holds a write lock on the SQLite file', parsePositiveInt('--busy-timeout', 0), DEFAULT_BUSY_TIMEOUT_MS)
       .option('--report <file>', 'also write the full JSON report, with every skipped and rejected row, to this file (default: none)')
       .option('--rollback', 'alias of `memory-migrate rollback`: instead of migrating, roll back to SQLite (writes to --sqlite)', false);
+    pluginBackfillOptions(pluginTargetOptions(cmd));
     outputOptions(cmd);
     return examples(
       cmd,
@@ -67,7 +77,12 @@ export const migrateCommand: CliCommand<MigrateFlags & { rollback?: boolean }, M
     );
   },
 
-  aliasFor: (flags) => (flags.rollback ? (rollbackCommand as CliCommand<MigrateFlags, unknown>) : undefined),
+  aliasFor: (flags) =>
+    flags.rollback
+      ? (rollbackCommand as CliCommand<MigrateFlags, unknown>)
+      : flags.toPlugin !== undefined
+        ? (migrateToPluginCommand as unknown as CliCommand<MigrateFlags, unknown>)
+        : undefined,
 
   run: migrate,
 
@@ -81,7 +96,8 @@ export const migrateCommand: CliCommand<MigrateFlags & { rollback?: boolean }, M
       if (pf) {
         out.info(
           `Embedding preflight: ${pf.textsToEmbed} texts, ${pf.tokens} tokens, ${pf.requests} requests, ${pf.cached} cached, ` +
-            `estimated cost $${pf.estimatedCostUsd.toFixed(4)}, ETA ${pf.etaSeconds.toFixed(1)} s`,
+            `estimated cost $${pf.estimatedCostUsd.toFixed(4)}, ETA ${pf.etaSeconds.toFixed(1)} s; ` +
+            `with --batch-api $${pf.batchCostUsd.toFixed(4)} (Batch API: half price, results within 24 h)`,
         );
       }
     }

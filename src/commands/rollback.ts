@@ -114,6 +114,8 @@ async function rollback(flags: RollbackFlags, out: Output): Promise<{ report: Ro
   // Checks the file the same way migrate does (exists, is SQLite, readable), without writing.
   const probe = openSource(path);
   probe.close();
+  // Only layouts the write-back knows are written; any other is refused before the backup or the target is touched.
+  if (probe.info.noWriteBack) throw new UsageError(`cannot roll back into ${path} (layout ${probe.info.layout}): ${probe.info.noWriteBack}`);
   const target = resolveTarget(flags, out);
   const report: RollbackReport = {
     ok: false,

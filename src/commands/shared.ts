@@ -184,6 +184,14 @@ export function parseFraction(name: string) {
   };
 }
 
+export function parsePositiveNumber(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${name} must be a number > 0 (seconds; fractions allowed), not "${value}"`);
+    return n;
+  };
+}
+
 export function parseShard(value: string): { index: number; count: number } {
   const m = /^(\d+)\/(\d+)$/.exec(value);
   const index = Number(m?.[1]);

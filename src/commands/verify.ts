@@ -6,7 +6,8 @@
 // src/verify/; this file resolves the flags and the target and runs them in order.
 import { randomInt } from 'node:crypto';
 import { Command, Option } from 'commander';
-import { openSource } from '../source/reader.js';
+import { openSource, type SourceFile } from '../source/reader.js';
+import { fileSha256 } from '../source/sqlite-file.js';
 import { tableDimensions } from '../postgres/schema.js';
 import { lastCommittedRun, type LedgerRun } from '../postgres/ledger.js';
 import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL, modelInfo } from '../embed/models.js';
@@ -18,9 +19,11 @@ import { reconcile, type Scope } from '../verify/reconcile.js';
 import { sampleCheck } from '../verify/sample.js';
 import { checkFragments } from '../verify/fragments.js';
 import type { CliCommand } from './command.js';
+import { pluginTargetOptions, verifyPluginCommand } from './plugin-backfill.js';
+import { sourceLayoutOptions, sourceOpenOptions, sourceOptionsFromLedger, type SourceLayoutFlags } from './source-options.js';
 import { describeTarget, embedderFromRun, examples, openTarget, outputOptions, parsePositiveInt, resolveTarget, targetExists, targetOptions, type TargetFlags } from './shared.js';
 
-export interface VerifyFlags extends TargetFlags {
+export interface VerifyFlags extends TargetFlags, SourceLayoutFlags {
   sqlite: string;
   sample?: number;
   seed?: number;
@@ -31,18 +34,21 @@ export interface VerifyFlags extends TargetFlags {
   json?: boolean;
 }
 
-export const verifyCommand: CliCommand<VerifyFlags, VerifyReport> = {
+export const verifyCommand: CliCommand<VerifyFlags & { toPlugin?: string }, VerifyReport> = {
+  aliasFor: (flags) => (flags.toPlugin !== undefined ? (verifyPluginCommand as unknown as CliCommand<VerifyFlags, unknown>) : undefined),
+
   define() {
     const cmd = new Command('verify')
       .description('prove parity: per-user counts, a seeded sample compared field by field, index recall, fragments (exit 3 on any mismatch)')
       .requiredOption('--sqlite <file>', 'the SQLite memory file that was migrated, opened read-only (required, no default)');
-    targetOptions(cmd)
+    targetOptions(sourceLayoutOptions(cmd))
       .option('--sample <n>', `rows compared field by field (default ${DEFAULT_SAMPLE})`, parsePositiveInt('--sample'))
       .option('--seed <n>', 'seed of the sample, to repeat a run exactly (default: random, printed)', parsePositiveInt('--seed', 0))
       .option('--source-model <name>', 'model of the vectors stored in SQLite: reused vectors must equal them bit for bit (default: as migrate recorded)')
       .addOption(new Option('--embedder <kind>', 'embedder the migration used (default: as migrate recorded)').choices(['openai', 'local']))
       .option('--model <name>', 'model the stored vectors must have (default: as migrate recorded)')
       .option('--dimensions <n>', "width the stored vectors must have (default: the model's)", parsePositiveInt('--dimensions'));
+    pluginTargetOptions(cmd);
     outputOptions(cmd);
     return examples(cmd, 'memory-migrate verify --sqlite memory.db', 'memory-migrate verify --sqlite memory.db --sample 1000 --seed 42 --json');
   },
@@ -51,7 +57,17 @@ export const verifyCommand: CliCommand<VerifyFlags, VerifyReport> = {
     const started = Date.now();
     const sampleSize = flags.sample ?? DEFAULT_SAMPLE;
     const seed = flags.seed ?? randomInt(0, 2 ** 31 - 1);
-    const source = openSource(flags.sqlite);
+    const explicit = sourceOpenOptions(flags);
+    // A file only the ledger's --map or --layout can read fails auto-detection: that waits for the ledger.
+    let source: SourceFile;
+    let unreadAs: UsageError | null = null;
+    try {
+      source = openSource(flags.sqlite, explicit);
+    } catch (err) {
+      if (!(err instanceof UsageError) || Object.keys(explicit).length > 0) throw err;
+      unreadAs = err;
+      source = unopenedSource(flags.sqlite);
+    }
     const target = resolveTarget(flags, out);
     const report = emptyVerifyReport(flags.sqlite, describeTarget(target), seed, sampleSize);
     const mismatch = mismatchRecorder(report);
@@ -68,6 +84,16 @@ export const verifyCommand: CliCommand<VerifyFlags, VerifyReport> = {
       }
       const sha = source.sha256();
       const run = await lastCommittedRun(db, sha);
+      if (run && Object.keys(explicit).length === 0) {
+        // Walk the file exactly as the run read it: its layout, mapping and --user-from.
+        const recorded = sourceOptionsFromLedger(run.options);
+        if (Object.keys(recorded).length > 0) {
+          source.close();
+          source = openSource(flags.sqlite, recorded);
+          unreadAs = null;
+        }
+      }
+      if (unreadAs) throw unreadAs;
       const scope = scopeOf(run);
       if (run) {
         report.run = { id: run.id, users: scope.users, limit: scope.limit, shard: scope.shardText, sourceChanged: run.source_sha256 !== sha };
@@ -188,4 +214,21 @@ function renderVerifyReport(r: VerifyReport, out: Output): void {
   for (const m of shown) {
     out.error(`  ${m.id ?? `user ${m.user}`}${m.id && m.user !== null ? ` (${m.user})` : ''} — ${m.check}: ${m.detail}`);
   }
+}
+
+/** Stands in for a source the ledger has yet to say how to read: it only knows its bytes. */
+function unopenedSource(path: string): SourceFile {
+  const unread = (): never => {
+    throw new UsageError(`${path} cannot be read without the layout the migration recorded`);
+  };
+  return {
+    info: { path, layout: 'empty', metadataColumn: null, journalMode: 'unknown' },
+    count: unread,
+    rows: unread,
+    keys: unread,
+    ids: unread,
+    users: unread,
+    sha256: () => fileSha256(path),
+    close() {},
+  };
 }

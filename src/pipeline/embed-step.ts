@@ -64,7 +64,8 @@ function reuseStoredVectors(opts: PipelineOptions, toWrite: PreparedMemory[], co
 async function embedInto(opts: PipelineOptions, items: EmbedItem[], result: PipelineResult): Promise<{ done: Promise<void> }> {
   if (items.length === 0) return { done: Promise.resolve() };
   if (opts.dryRun) {
-    result.pendingEmbeds.push(items.map((it) => it.input));
+    if (opts.embedSink) await opts.embedSink(items.map((it) => it.input));
+    else result.pendingEmbeds.push(items.map((it) => it.input));
     return { done: Promise.resolve() };
   }
   const { done } = await opts.embeddings.submit(items.map((i) => i.input));
@@ -102,9 +103,10 @@ export async function ensureDefaultFragments(db: Db, opts: PipelineOptions): Pro
 }
 
 /** For a dry run: how many default fragments a real run would write, their texts pending. */
-export async function countMissingDefaults(db: Db | null, result: PipelineResult): Promise<number> {
+export async function countMissingDefaults(db: Db | null, result: PipelineResult, opts?: PipelineOptions): Promise<number> {
   const missing = await missingDefaultFragments(db);
-  if (missing.length > 0) result.pendingEmbeds.push(missing.map(defaultFragmentInput));
+  if (missing.length > 0 && opts?.embedSink) await opts.embedSink(missing.map(defaultFragmentInput));
+  else if (missing.length > 0) result.pendingEmbeds.push(missing.map(defaultFragmentInput));
   return missing.length;
 }
 

@@ -9,6 +9,7 @@ import { createBtreeIndexes, dropMemoriesBtreeIndexes } from '../postgres/schema
 import { commitBatch } from './commit.js';
 import { emptyResult } from './counts.js';
 import { RunDedupKeys } from './keys.js';
+import { newSourceBatch, SeenIds } from './source-batch.js';
 import { countMissingDefaults, ensureDefaultFragments } from './embed-step.js';
 import { targetIsEmpty } from './lookups.js';
 import { decideBatch, finishBatch, type DecidedBatch } from './prepare.js';
@@ -54,7 +55,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     indexesDropped = false;
     await createBtreeIndexes(db!);
   };
-  const seenIdsLower = new Map<string, string>();
+  const seenIds = new SeenIds();
   let batch = newSourceBatch();
   let done = 0;
 
@@ -177,11 +178,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   const readAll = async () => {
     let sinceYield = 0;
     for (const row of source.rows(opts.filter)) {
-      const lower = row.id.toLowerCase();
-      const seen = seenIdsLower.get(lower);
-      if (seen !== undefined && seen !== row.id) (batch.idClashes ??= new Map()).set(row, seen);
-      else if (seen === row.id) batch.repeatsId = true;
-      else seenIdsLower.set(lower, row.id);
+      seenIds.add(row, batch);
       batch.rows.push(row);
       if (batch.rows.length >= opts.batchSize) {
         const full = batch;
@@ -218,11 +215,8 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   if (db && !dryRun) {
     result.fragments.defaults = await ensureDefaultFragments(db, opts);
   } else if (dryRun) {
-    result.fragments.defaults = await countMissingDefaults(db, result);
+    result.fragments.defaults = await countMissingDefaults(db, result, opts);
   }
   return result;
 }
 
-function newSourceBatch(): SourceBatch {
-  return { rows: [], idClashes: null, repeatsId: false };
-}

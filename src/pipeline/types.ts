@@ -40,6 +40,11 @@ export interface PipelineOptions {
   signal?: AbortSignal;
   onProgress?: (p: PipelineProgress) => void;
   onSkip?: (row: SkippedRow) => void;
+  /**
+   * A dry run hands the texts a real run would embed here instead of keeping them in
+   * pendingEmbeds (the --batch-api pre-pass streams them into batch files).
+   */
+  embedSink?: (inputs: EmbedInput[]) => Promise<void>;
 }
 
 export interface PipelineProgress {

@@ -189,3 +189,14 @@ export async function migrationWindow(db: Db): Promise<{ firstStarted: string | 
   );
   return { firstStarted: w?.first ?? null, lastFinished: w?.last ?? null };
 }
+
+/** The --user-from the latest run of this source (same bytes or same path) recorded, if any. */
+export async function recordedUserFrom(db: Db, sourceSha256: string, sourcePath: string): Promise<{ id: number; userFrom: string } | null> {
+  const rows = await db.query<{ id: number; user_from: string | null }>(
+    `SELECT id, COALESCE(options->'source'->>'userFrom', 'column') AS user_from FROM migration_runs
+      WHERE source_sha256 = $1 OR source_path = $2 ORDER BY id DESC LIMIT 1`,
+    [sourceSha256, sourcePath],
+  );
+  const r = rows[0];
+  return r ? { id: Number(r.id), userFrom: String(r.user_from) } : null;
+}

@@ -11,7 +11,8 @@ import { OWN_SCHEMA, checkAdoptable, createAdoptedView, findAppTable, memoriesIs
 /** Tables that hold one load's data: moved to the backup schema by --force-recreate. */
 const SCHEMA_LOCK_KEY = 0x6d6d5343; // 'mmSC'
 
-export const DATA_TABLES = ['memory_duplicates', 'memory_analytics', 'prompt_fragments', 'memories', 'migration_skips'];
+// The plugin's side tables (sql/011) describe the rows of memories by id: they go with them.
+export const DATA_TABLES = ['memory_duplicates', 'memory_analytics', 'prompt_fragments', 'memories', 'migration_skips', 'plugin_memories', 'plugin_namespaces'];
 
 /** The sql/ folder, found from both src/ (ts) and dist/src/ (compiled) locations. */
 export function sqlDir(): string {

@@ -3,7 +3,20 @@
 // UsageError that says what is wrong and what to do about it (sqlite-file.ts maps them).
 import { UsageError } from '../errors.js';
 import { decodeEmbedding } from './decode-embedding.js';
-import { detectLayout, listTables, metadataAndTimesSql, type SqliteLayout } from './layout.js';
+import { detectLayout, listTables } from './layout.js';
+import {
+  detectFileLayout,
+  ESPRESSOBOT,
+  planColumnMap,
+  readSchema,
+  userFromText,
+  type ColumnMap,
+  type LayoutPlan,
+  type UserFrom,
+} from './layouts/index.js';
+import { literal } from './layouts/schema.js';
+import { refuseUnreadableFile } from './layouts/unreadable-files.js';
+import type { DecodedEmbedding } from './types.js';
 import { readMetadata } from './metadata.js';
 import { checkShard, SHARD_FUNCTION, shardFunction } from './shard.js';
 import {
@@ -23,6 +36,12 @@ export interface OpenSourceOptions {
   busyTimeoutMs?: number;
   /** Rows fetched per query (default 50 for rows(), 2000 for keys(), which reads no content or vectors). */
   pageSize?: number;
+  /** --layout: read the file as this layout instead of detecting it. */
+  layout?: string;
+  /** --map: the columns of a table or query to read instead of a known layout. */
+  map?: ColumnMap;
+  /** --user-from: what becomes user_id (default: the layout's own choice). */
+  userFrom?: UserFrom;
 }
 
 /** What verify reads of every row: the row's identity and its light fields, nothing decoded. */
@@ -68,6 +87,7 @@ export function openSource(path: string, opts: OpenSourceOptions = {}): SourceFi
   const busyTimeoutMs = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
   const pageSize = Math.max(1, Math.floor(opts.pageSize ?? DEFAULT_PAGE_SIZE));
 
+  refuseUnreadableFile(path);
   const sizeBytes = checkFile(path);
 
   const db = openSqliteFile(path, { readonly: true, fileMustExist: true, busyTimeoutMs });
@@ -84,6 +104,26 @@ export function openSource(path: string, opts: OpenSourceOptions = {}): SourceFi
     const journalMode = guard(() => String(db.pragma('journal_mode', { simple: true })));
     const encoding = guard(() => String(db.pragma('encoding', { simple: true })));
     const tables = guard(() => listTables(db));
+    const readOptions: ReadOptions = {
+      utf8: encoding.toUpperCase() === 'UTF-8',
+      pageSize,
+      keysPageSize: opts.pageSize === undefined ? KEYS_PAGE_SIZE : pageSize,
+    };
+    const schema = guard(() => readSchema(db));
+    const plan = opts.map
+      ? guard(() => planColumnMap(db, schema, path, opts.map!))
+      : (() => {
+          const def = guard(() => detectFileLayout(schema, path, opts.layout));
+          return def === null || def.name === ESPRESSOBOT ? null : guard(() => def.plan(db, schema, path));
+        })();
+    if (plan) {
+      db.function(SHARD_FUNCTION, { deterministic: true }, shardFunction());
+      const userFrom = opts.userFrom ?? plan.defaultUserFrom;
+      const info: SourceInfo = { path, layout: plan.layout, metadataColumn: 'metadata', journalMode, tables, sizeBytes, userFrom: userFromText(userFrom), notes: plan.notes };
+      if (plan.sourceModel) info.sourceModel = plan.sourceModel;
+      if (plan.noWriteBack) info.noWriteBack = plan.noWriteBack;
+      return memorySource(db, info, guard, relationSql(plan, userFrom, path), readOptions, plan.decode);
+    }
     const layout = guard(() => detectLayout(db, path, tables));
     if (!layout) {
       db.close();
@@ -92,16 +132,92 @@ export function openSource(path: string, opts: OpenSourceOptions = {}): SourceFi
 
     db.function(SHARD_FUNCTION, { deterministic: true }, shardFunction());
 
-    const info: SourceInfo = { path, layout: 'memories', metadataColumn: layout.metadataColumn, journalMode, tables, sizeBytes };
-    return memorySource(db, info, guard, layout, {
-      utf8: encoding.toUpperCase() === 'UTF-8',
-      pageSize,
-      keysPageSize: opts.pageSize === undefined ? KEYS_PAGE_SIZE : pageSize,
-    });
+    const userFrom = opts.userFrom ?? { kind: 'column' };
+    const info: SourceInfo = { path, layout: 'memories', metadataColumn: layout.metadataColumn, journalMode, tables, sizeBytes, userFrom: userFromText(userFrom) };
+    const tableName = layout.table;
+    return memorySource(
+      db,
+      info,
+      guard,
+      {
+        from: layout.table,
+        rowid: 'rowid',
+        id: layout.id,
+        userId: userExpr(userFrom, { column: layout.userId, collection: null, partition: null, metadata: layout.metadata }, ESPRESSOBOT, path, ['column']),
+        content: layout.content,
+        embedding: layout.embedding,
+        metadata: layout.metadata,
+        createdAt: layout.createdAt,
+        updatedAt: layout.updatedAt,
+        contentTable: tableName,
+      },
+      readOptions,
+    );
   } catch (err) {
     if (db.open) db.close();
     throw err;
   }
+}
+
+/**
+ * SQL of what the reader selects, whatever the layout: the FROM clause and an expression per
+ * field. `rowid` orders the rows and is the checkpoint.
+ */
+interface ReadSql {
+  from: string;
+  rowid: string;
+  id: string;
+  userId: string;
+  content: string;
+  embedding: string | null;
+  metadata: string | null;
+  createdAt: string | null;
+  updatedAt: string | null;
+  /** FROM clause that re-reads one row's content bytes by `rowid` (the table, or the relation). */
+  contentTable: string;
+}
+
+/** The user expression --user-from asks for, over the layout's columns; refused when the layout has no such thing. */
+function userExpr(
+  u: UserFrom,
+  cols: { column: string | null; collection: string | null; partition: string | null; metadata: string | null },
+  layout: string,
+  path: string,
+  kinds: UserFrom['kind'][],
+): string {
+  const refuse = (what: string): never => {
+    throw new UsageError(`--user-from ${userFromText(u)}: ${path} (layout ${layout}) has no ${what}; use one of ${[...kinds, 'metadata:<key>', 'const:<value>'].join(', ')}`);
+  };
+  switch (u.kind) {
+    case 'column':
+      return cols.column && kinds.includes('column') ? cols.column : refuse('user column');
+    case 'collection':
+      return cols.collection && kinds.includes('collection') ? cols.collection : refuse('collection');
+    case 'partition':
+      return cols.partition && kinds.includes('partition') ? cols.partition : refuse('partition key');
+    case 'metadata':
+      if (!cols.metadata) return refuse('metadata column');
+      return `CASE WHEN json_valid(${cols.metadata}) THEN CAST(json_extract(${cols.metadata}, ${literal(`$."${u.key.replace(/"/g, '\\"')}"`)}) AS TEXT) END`;
+    case 'const':
+      return literal(u.value);
+  }
+}
+
+/** What the reader selects from a layout's relation (see layouts/types.ts RELATION_COLUMNS). */
+function relationSql(plan: LayoutPlan, u: UserFrom, path: string): ReadSql {
+  const from = `(${plan.relation}) AS src`;
+  return {
+    from,
+    rowid: 'src.r',
+    id: 'src.id',
+    userId: userExpr(u, { column: 'src.user_id', collection: 'src.collection', partition: 'src.partition', metadata: 'src.metadata' }, plan.layout, path, plan.userFromKinds),
+    content: 'src.content',
+    embedding: 'src.embedding',
+    metadata: 'src.metadata',
+    createdAt: 'src.created_at',
+    updatedAt: 'src.updated_at',
+    contentTable: from,
+  };
 }
 
 interface ReadOptions {
@@ -144,19 +260,21 @@ function memorySource(
   db: SqliteDb,
   info: SourceInfo,
   guard: <T>(fn: () => T) => T,
-  c: SqliteLayout,
+  c: ReadSql,
   o: ReadOptions,
+  decode: (value: unknown) => DecodedEmbedding = decodeEmbedding,
 ): SourceFile {
   // Text comes back decoded by SQLite's driver (no Buffer per row); anything else as bytes.
   const contentExpr = o.utf8
     ? `CASE typeof(${c.content}) WHEN 'text' THEN ${c.content} ELSE CAST(${c.content} AS BLOB) END`
     : c.content;
-  const light = `${metadataAndTimesSql(c)} FROM ${c.table}`;
+  const light =
+    `${c.metadata ?? 'NULL'} AS metadata, ${c.createdAt ?? 'NULL'} AS created_at, ${c.updatedAt ?? 'NULL'} AS updated_at FROM ${c.from}`;
   const select =
-    `SELECT rowid AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ` +
+    `SELECT ${c.rowid} AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ` +
     `${contentExpr} AS content, ${c.embedding ?? 'NULL'} AS embedding, ${light}`;
-  const selectKeys = `SELECT rowid AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ${light}`;
-  const selectIds = `SELECT rowid AS r, CAST(${c.id} AS TEXT) AS id FROM ${c.table}`;
+  const selectKeys = `SELECT ${c.rowid} AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ${light}`;
+  const selectIds = `SELECT ${c.rowid} AS r, CAST(${c.id} AS TEXT) AS id FROM ${c.from}`;
   const utf8 = o.utf8;
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   const lossy = new TextDecoder('utf-8', { ignoreBOM: true });
@@ -174,7 +292,7 @@ function memorySource(
       params.push(count, index);
     }
     if (afterRowid !== undefined) {
-      parts.push('rowid > ?');
+      parts.push(`${c.rowid} > ?`);
       params.push(afterRowid);
     }
     return { sql: parts.length ? ` WHERE ${parts.join(' AND ')}` : '', params };
@@ -206,7 +324,7 @@ function memorySource(
       userId: raw[R_USER_ID],
       content,
       contentBytes,
-      embedding: decodeEmbedding(raw[R_EMBEDDING]),
+      embedding: decode(raw[R_EMBEDDING]),
       metadata: readMetadata(raw[R_METADATA]),
       createdAt: parseTimestamp(raw[R_CREATED]),
       updatedAt: parseTimestamp(raw[R_UPDATED]),
@@ -225,7 +343,7 @@ function memorySource(
 
   let contentBytesStatement: SqliteStatement | undefined;
   function storedContentBytes(rowid: number): Buffer | null {
-    contentBytesStatement ??= guard(() => db.prepare(`SELECT CAST(${c.content} AS BLOB) FROM ${c.table} WHERE rowid = ?`).pluck());
+    contentBytesStatement ??= guard(() => db.prepare(`SELECT CAST(${c.content} AS BLOB) FROM ${c.contentTable} WHERE ${c.rowid} = ?`).pluck());
     const bytes = guard(() => contentBytesStatement!.get(rowid));
     return bytes instanceof Uint8Array ? (bytes as Buffer) : null;
   }
@@ -252,7 +370,7 @@ function memorySource(
     while (remaining > 0) {
       const take = Math.min(pageSize, remaining);
       const w = where(filter, after);
-      const sql = `${selectSql}${w.sql} ORDER BY rowid LIMIT ?`;
+      const sql = `${selectSql}${w.sql} ORDER BY ${c.rowid} LIMIT ?`;
       const page = guard(() => pageStatement(sql).all(...w.params, take) as R[]);
       yield page;
       if (page.length < take) return;
@@ -266,10 +384,10 @@ function memorySource(
     count(filter = {}) {
       const w = where(filter, filter.afterRowid);
       if (filter.limit !== undefined) {
-        const sql = `SELECT COUNT(*) FROM (SELECT 1 FROM ${c.table}${w.sql} ORDER BY rowid LIMIT ?)`;
+        const sql = `SELECT COUNT(*) FROM (SELECT 1 FROM ${c.from}${w.sql} ORDER BY ${c.rowid} LIMIT ?)`;
         return guard(() => Number(db.prepare(sql).pluck().get(...w.params, checkLimit(filter.limit!))));
       }
-      return guard(() => Number(db.prepare(`SELECT COUNT(*) FROM ${c.table}${w.sql}`).pluck().get(...w.params)));
+      return guard(() => Number(db.prepare(`SELECT COUNT(*) FROM ${c.from}${w.sql}`).pluck().get(...w.params)));
     },
     *rows(filter = {}) {
       for (const page of pages<RawRow>(select, filter, o.pageSize)) {
@@ -299,8 +417,8 @@ function memorySource(
       const w = where(filter, filter.afterRowid);
       const inner =
         filter.limit !== undefined
-          ? `(SELECT ${c.userId} AS u FROM ${c.table}${w.sql} ORDER BY rowid LIMIT ?)`
-          : `(SELECT ${c.userId} AS u FROM ${c.table}${w.sql})`;
+          ? `(SELECT ${c.userId} AS u FROM ${c.from}${w.sql} ORDER BY ${c.rowid} LIMIT ?)`
+          : `(SELECT ${c.userId} AS u FROM ${c.from}${w.sql})`;
       const params = filter.limit !== undefined ? [...w.params, checkLimit(filter.limit)] : w.params;
       const sql = `SELECT CAST(u AS TEXT) AS userId, COUNT(*) AS count FROM ${inner} GROUP BY u ORDER BY u`;
       return guard(() => db.prepare(sql).all(...params) as { userId: string | null; count: number }[]).map((r) => ({

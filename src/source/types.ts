@@ -44,7 +44,8 @@ export interface SourceFilter {
 
 export type SourceLayout =
   | 'memories' // the EspressoBot/better-sqlite3 layout (metadata or meta_data)
-  | 'empty'; // zero-byte file, or no memories table
+  | 'empty' // zero-byte file, or no tables
+  | (string & {}); // another layout (src/source/layouts/), by its --layout name, or 'map'
 
 export interface SourceInfo {
   path: string;
@@ -57,4 +58,12 @@ export interface SourceInfo {
   tables?: string[];
   /** Size of the main file in bytes (the -wal sidecar not included). */
   sizeBytes?: number;
+  /** What became user_id (--user-from as text: column, collection, partition, metadata:<key>, const:<value>). */
+  userFrom?: string;
+  /** The model of the stored vectors, when the file records it, and where that was read. */
+  sourceModel?: { model: string; from: string };
+  /** What the migration should tell the operator about this file. */
+  notes?: string[];
+  /** Why rollback cannot write this layout back (absent: it can). */
+  noWriteBack?: string;
 }

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 // Token counts come from the tokenizer's own cl100k_base encoding (what OpenAI's embedding
 // models use), not from src/embed/tokens.ts: the fake must not share the code under test.
 import { encode as encodeCl100k } from 'gpt-tokenizer/encoding/cl100k_base';
+import { createFakeBatches, type FakeBatches, type FakeBatchesOptions } from './fake-openai-batches.js';
 
 export type Fault =
   | { status: 429; retryAfter?: string; retryAfterMs?: number; headers?: Record<string, string> }
@@ -92,6 +93,8 @@ export interface FakeOpenAIOptions {
   fault?: (n: number, body: any) => Fault | undefined;
   /** Ignore `dimensions` (like a server that does not support it). */
   ignoreDimensions?: boolean;
+  /** Serve the Files and Batches endpoints too (fake-openai-batches.ts); without it they are 404s. */
+  batches?: FakeBatchesOptions;
 }
 
 export interface FakeOpenAI {
@@ -104,6 +107,8 @@ export interface FakeOpenAI {
   setOptions(opts: Partial<FakeOpenAIOptions>): void;
   /** The rate-limited mode's counters (reset() clears them and refills the buckets). */
   readonly rateStats: FakeRateStats;
+  /** The Files and Batches endpoints (served when started with the `batches` option). */
+  readonly batches: FakeBatches;
   reset(): void;
   close(): Promise<void>;
 }
@@ -174,6 +179,10 @@ export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<
   let inflight = 0;
   // Bucket levels; undefined = full (set on first use, so a later setOptions starts full).
   let buckets: { tokens: number; requests: number; at: number } | undefined;
+  const batchesFake = createFakeBatches(
+    { vector: fakeVector, toBase64: float32ToBase64LE, tokens: cl100kTokens, models: () => opts.models ?? DEFAULT_MODELS },
+    initial.batches ?? {},
+  );
 
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     const text = JSON.stringify(body);
@@ -184,7 +193,8 @@ export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
-    const raw = Buffer.concat(chunks).toString('utf8');
+    const rawBytes = Buffer.concat(chunks);
+    const raw = rawBytes.toString('utf8');
     let body: any = null;
     try {
       body = raw ? JSON.parse(raw) : null;
@@ -217,6 +227,14 @@ export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<
         object: 'list',
         data: Object.keys(models).map((id) => ({ id, object: 'model', created: 0, owned_by: 'fake' })),
       });
+    }
+    if (opts.batches && (path.startsWith('/v1/files') || path.startsWith('/v1/batches'))) {
+      const replyText = (status: number, text: string) => {
+        rec.status = status;
+        res.writeHead(status, { 'content-type': 'application/octet-stream', 'content-length': Buffer.byteLength(text) });
+        res.end(text);
+      };
+      if (await batchesFake.handle(req, rawBytes, reply, replyText)) return;
     }
     if (req.method !== 'POST' || path !== '/v1/embeddings') {
       return reply(404, errorBody(`Unknown route ${req.method} ${path}`, 'invalid_request_error'));
@@ -403,6 +421,7 @@ export async function startFakeOpenAI(initial: FakeOpenAIOptions = {}): Promise<
     get rateStats() {
       return rateStats;
     },
+    batches: batchesFake,
     reset() {
       requests.length = 0;
       rateStats = emptyRateStats();

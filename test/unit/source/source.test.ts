@@ -384,7 +384,7 @@ describe('openSource: reading rows', () => {
     }
   });
 
-  test('zero-byte file and a database without a memories table are layout "empty"', () => {
+  test('zero-byte file is layout "empty"; an empty mem0 vector store reads as mem0 with no rows', () => {
     const p = tmpPath('empty.db');
     writeFileSync(p, '');
     const src = openSource(p);
@@ -400,7 +400,7 @@ describe('openSource: reading rows', () => {
     db.exec('CREATE TABLE vectors (id TEXT PRIMARY KEY, vector BLOB NOT NULL, payload TEXT NOT NULL)');
     db.close();
     const src2 = openSource(q);
-    assert.equal(src2.info.layout, 'empty');
+    assert.equal(src2.info.layout, 'mem0');
     assert.deepEqual(src2.info.tables, ['vectors']);
     assert.equal(src2.count(), 0);
     assert.deepEqual([...src2.rows()], []);
