@@ -421,7 +421,6 @@ function countsOf(r: MigrationReport) {
   return { memories: r.memories, fragments: r.fragments, embeddings: r.embeddings, ...(r.deleted ? { deleted: r.deleted } : {}) };
 }
 
-/** Options as recorded in the ledger: no URLs, no keys. */
 /** How the source was read, as the ledger records it: verify reads it the same way, a re-run may not remap users. */
 function ledgerSource(info: SourceInfo, f: MigrateFlags): Record<string, unknown> {
   return { layout: info.layout, userFrom: info.userFrom ?? 'column', ...(f.map !== undefined || f.mapTable !== undefined || f.mapContent !== undefined ? { map: sourceOpenOptions(f).map } : {}) };
@@ -439,6 +438,7 @@ async function refuseUserRemap(db: Db, sha256: string, path: string, info: Sourc
   }
 }
 
+/** Options as recorded in the ledger: no URLs, no keys. */
 function ledgerOptions(f: MigrateFlags): Record<string, unknown> {
   return {
     embedder: f.embedder ?? 'openai',
