@@ -24,6 +24,7 @@ import { fileSize, preflight, readRejects, writeReportFile } from './migrate-ste
 import {
   buildProvider,
   buildService,
+  checkEmbeddingEndpoint,
   describeTarget,
   openTarget,
   resolveTarget,
@@ -34,7 +35,6 @@ import {
 } from './shared.js';
 import { createProgress, createStepProgress } from '../progress.js';
 import { OpenAIProvider } from '../embed/openai-provider.js';
-import { verifyEmbeddingEndpoint } from '../embed/endpoint-check.js';
 import { BATCH_PRICE_FACTOR, BatchEmbedder, BatchRejectsProvider, batchJobTag, emptyBatchApiStats, DEFAULT_BATCH_POLL_SECONDS } from '../embed/batch-api.js';
 import { EmbeddingCache } from '../embed/cache.js';
 import type { EmbeddingProvider } from '../embed/types.js';
@@ -154,16 +154,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     const shardLabel = flags.shard ? `${flags.shard.index}/${flags.shard.count}` : null;
     // Reading the whole table once finds most corruption before the target is touched.
     const total = source.count(filter);
-    if (!dryRun && provider instanceof OpenAIProvider) {
-      // A bad key, base URL or model fails here, before anything is written.
-      await verifyEmbeddingEndpoint({
-        baseURL: provider.baseURL,
-        apiKey: process.env['OPENAI_API_KEY'] ?? '',
-        model: provider.model,
-        dimensions: provider.dimensions,
-        sendDimensions: provider.sendDimensions,
-      });
-    }
+    if (!dryRun) await checkEmbeddingEndpoint(provider);
 
     if (dryRun) {
       // A dry run reads the target when it exists (to tell unchanged from new) and writes nothing.

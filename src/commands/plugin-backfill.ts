@@ -11,10 +11,8 @@ import { renderBackfill, type BackfillReport } from '../plugin-client/report.js'
 import { renderPluginVerify, verifyPlugin, type PluginVerifyFlags, type PluginVerifyReport } from '../plugin-client/verify.js';
 import { DEFAULT_NAMESPACE_TEMPLATE } from '../plugin-namespace.js';
 import type { CliCommand } from './command.js';
-import { buildProvider, buildService, parsePositiveInt, type EmbedderFlags } from './shared.js';
+import { buildProvider, buildService, checkEmbeddingEndpoint, parsePositiveInt, type EmbedderFlags } from './shared.js';
 import { sourceOpenOptions, type SourceLayoutFlags } from './source-options.js';
-import { OpenAIProvider } from '../embed/openai-provider.js';
-import { verifyEmbeddingEndpoint } from '../embed/endpoint-check.js';
 
 /** The options --to-plugin adds to migrate and verify. */
 export function pluginTargetOptions(cmd: Command): Command {
@@ -70,16 +68,7 @@ export const migrateToPluginCommand: CliCommand<MigrateToPluginFlags, BackfillRe
     try {
       const makeEmbedder = async (dryRun: boolean) => {
         const provider = buildProvider(flags);
-        if (!dryRun && provider instanceof OpenAIProvider) {
-          // A bad key, base URL or model fails here, before anything is sent to the plugin.
-          await verifyEmbeddingEndpoint({
-            baseURL: provider.baseURL,
-            apiKey: process.env['OPENAI_API_KEY'] ?? '',
-            model: provider.model,
-            dimensions: provider.dimensions,
-            sendDimensions: provider.sendDimensions,
-          });
-        }
+        if (!dryRun) await checkEmbeddingEndpoint(provider);
         return { model: provider.model, dimensions: provider.dimensions, service: () => buildService(provider, null, dryRun) };
       };
       const result = await backfillToPlugin(flags, source, makeEmbedder, out).catch((err: unknown) => {

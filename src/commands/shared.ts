@@ -14,7 +14,8 @@ import { emptyEmbedStats, type EmbeddingProvider } from '../embed/types.js';
 import type { TextEmbedder } from '../store/types.js';
 import { RunError } from '../errors.js';
 import { DEFAULT_OPENAI_MODEL, LOCAL_EMBEDDING_MODEL } from '../embed/models.js';
-import { DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES } from '../embed/openai-provider.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, OpenAIProvider } from '../embed/openai-provider.js';
+import { verifyEmbeddingEndpoint } from '../embed/endpoint-check.js';
 import { DEFAULT_MAX_INPUTS, DEFAULT_MAX_TOKENS } from '../embed/batching.js';
 import type { LedgerRun } from '../postgres/ledger.js';
 
@@ -107,6 +108,18 @@ export function targetExists(target: TargetOptions): boolean {
 }
 
 export { describeTarget };
+
+/** A bad key, base URL or model fails here, before anything is written (the local embedder has nothing to check). */
+export async function checkEmbeddingEndpoint(provider: EmbeddingProvider): Promise<void> {
+  if (!(provider instanceof OpenAIProvider)) return;
+  await verifyEmbeddingEndpoint({
+    baseURL: provider.baseURL,
+    apiKey: process.env['OPENAI_API_KEY'] ?? '',
+    model: provider.model,
+    dimensions: provider.dimensions,
+    sendDimensions: provider.sendDimensions,
+  });
+}
 
 export function buildProvider(flags: EmbedderFlags): EmbeddingProvider {
   const embedder = flags.embedder ?? 'openai';
