@@ -20,7 +20,7 @@ import type { Db } from '../postgres/connection.js';
 import type { Output } from '../output.js';
 import { describeLoadError, errorMessage, oneLine, UsageError } from '../errors.js';
 import { redact } from '../secrets.js';
-import { fileSize, preflight, readRejects, writeReportFile } from './migrate-steps.js';
+import { fileSize, PreflightTally, readRejects, writeReportFile } from './migrate-steps.js';
 import {
   buildProvider,
   buildService,
@@ -37,7 +37,7 @@ import { createProgress, createStepProgress } from '../progress.js';
 import { OpenAIProvider } from '../embed/openai-provider.js';
 import { BATCH_PRICE_FACTOR, BatchEmbedder, BatchRejectsProvider, batchJobTag, emptyBatchApiStats, DEFAULT_BATCH_POLL_SECONDS } from '../embed/batch-api.js';
 import { EmbeddingCache } from '../embed/cache.js';
-import type { EmbeddingProvider } from '../embed/types.js';
+import type { EmbedInput, EmbeddingProvider } from '../embed/types.js';
 import { fillCacheFromBatches } from '../pipeline/batch-prepass.js';
 import { sourceOpenOptions, type SourceLayoutFlags } from './source-options.js';
 import { recordedUserFrom } from '../postgres/ledger.js';
@@ -128,7 +128,8 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
   let lock: RunLock | null = null;
   let runId: number | null = null;
   let phase: 'setup' | 'load' | 'finish' = 'setup';
-  // Every skipped row, for the --report file (the printed report keeps the first 1,000).
+  // Every skipped row, for the --report file (the printed report keeps the first 1,000); kept
+  // only when there is such a file.
   const allSkipped: SkippedRow[] = [];
   const rejectStart = fileSize(flags.rejectFile);
   const controller = new AbortController();
@@ -218,6 +219,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     const service = buildService(loadProvider, db, dryRun);
     const progress = createProgress(out, { label: 'memories', total, service, provider: provider as { inflight?: number } });
     phase = 'load';
+    const tally = dryRun ? new PreflightTally(service) : null;
     const loadStarted = Date.now();
     let result;
     try {
@@ -238,10 +240,12 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         userInMetadata: flags.userInMetadata ?? false,
         signal: controller.signal,
         onProgress: (p) => progress.update(p.done, p.memories),
-        onSkip: (row) => allSkipped.push(row),
+        ...(flags.report ? { onSkip: (row: SkippedRow) => void allSkipped.push(row) } : {}),
+        ...(tally ? { embedSink: (inputs: EmbedInput[]) => tally.add(inputs) } : {}),
       });
     } finally {
       progress.stop();
+      tally?.close();
     }
     report.timings.loadMs = Date.now() - loadStarted;
     report.memories = result.memories;
@@ -252,7 +256,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
     phase = 'finish';
 
     if (dryRun) {
-      report.preflight = await preflight(service, result.pendingEmbeds);
+      report.preflight = tally!.total;
     } else if (db) {
       const indexStarted = Date.now();
       const steps = createStepProgress(out, { label: 'indexes', total: INDEX_BUILD_STEPS });
@@ -315,7 +319,8 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    const rejected = readRejects(flags.rejectFile, rejectStart);
+    // Every rejected row for the --report file; else only the ones the printed report shows.
+    const rejected = readRejects(flags.rejectFile, rejectStart, flags.report ? Infinity : MAX_SKIPPED_IN_REPORT);
     report.rejectedRows = rejected.slice(0, MAX_SKIPPED_IN_REPORT);
     if (flags.report) {
       try {

@@ -228,6 +228,7 @@ function unopenedSource(path: string): SourceFile {
     keys: unread,
     ids: unread,
     users: unread,
+    foldedIdsThatMayRepeat: unread,
     sha256: () => fileSha256(path),
     close() {},
   };

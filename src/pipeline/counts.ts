@@ -13,7 +13,6 @@ export function emptyResult(): PipelineResult {
     invalidStored: 0,
     skippedRows: [],
     lastRowid: null,
-    pendingEmbeds: [],
   };
 }
 
@@ -44,7 +43,6 @@ export function mergeResult(into: PipelineResult, batch: PipelineResult) {
   for (const [user, c] of Object.entries(batch.users)) addCounts(userCounts(into, user), c);
   into.invalidStored += batch.invalidStored;
   for (const s of batch.skippedRows) if (into.skippedRows.length < MAX_SKIPPED_IN_REPORT) into.skippedRows.push(s);
-  into.pendingEmbeds.push(...batch.pendingEmbeds);
 }
 
 /** a + b, key by key, for a record of counts. */

@@ -65,7 +65,6 @@ async function embedInto(opts: PipelineOptions, items: EmbedItem[], result: Pipe
   if (items.length === 0) return { done: Promise.resolve() };
   if (opts.dryRun) {
     if (opts.embedSink) await opts.embedSink(items.map((it) => it.input));
-    else result.pendingEmbeds.push(items.map((it) => it.input));
     return { done: Promise.resolve() };
   }
   const { done } = await opts.embeddings.submit(items.map((i) => i.input));
@@ -106,7 +105,6 @@ export async function ensureDefaultFragments(db: Db, opts: PipelineOptions): Pro
 export async function countMissingDefaults(db: Db | null, result: PipelineResult, opts?: PipelineOptions): Promise<number> {
   const missing = await missingDefaultFragments(db);
   if (missing.length > 0 && opts?.embedSink) await opts.embedSink(missing.map(defaultFragmentInput));
-  else if (missing.length > 0) result.pendingEmbeds.push(missing.map(defaultFragmentInput));
   return missing.length;
 }
 

@@ -49,14 +49,17 @@ export async function decideBatch(opts: PipelineOptions, state: RunState, batch:
   const { memories, fragments, skips, rejects } = await classifyRows(opts, batch, counts);
 
   // What the target already holds for these ids, and which stored rows share a dedup key.
-  // A first load asks only about a repeated id (its first occurrence may be stored by now).
-  const asksTarget = db !== null && (!state.fresh || batch.repeatsId);
+  // A first load asks about ids only when one repeats (its first occurrence may be stored by
+  // now), but always about dedup keys: the target's index on them (kept through a first load,
+  // see MEMORIES_BTREE_INDEXES) holds the run's keys, so the run need not.
+  const asksIds = db !== null && (!state.fresh || batch.repeatsId);
   // The batches not committed when the lookups start: the target cannot show their keys yet.
   // (One that commits meanwhile may show up in both: the same owner either way.)
   const uncommitted = mergeInflight(state.uncommitted);
-  const [existing, keyOwners] = asksTarget
-    ? await Promise.all([lookupExisting(db, memories), lookupDedupOwners(db, memories)])
-    : [new Map<string, Existing>(), new Map<string, string>()];
+  const [existing, keyOwners] = await Promise.all([
+    asksIds ? lookupExisting(db, memories) : new Map<string, Existing>(),
+    db !== null ? lookupDedupOwners(db, memories) : new Map<string, string>(),
+  ]);
 
   state.inflight = uncommitted;
   const { toWrite, duplicates, staleDuplicates } = exactDedup(state, memories, existing, keyOwners, counts);

@@ -35,10 +35,10 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   const result = emptyResult();
   // A first load (memories and memory_duplicates empty when the run starts): the target holds
   // only this run's rows, and source ids do not repeat, so no id of a batch can be stored yet
-  // and the per-batch lookups of existing ids and dedup keys are answered from memory.
+  // and the per-batch lookup of existing ids is skipped.
   const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
   const state: RunState = {
-    runKeys: dryRun || fresh ? new RunDedupKeys() : null,
+    runKeys: dryRun ? new RunDedupKeys() : null,
     fresh,
     inflight: null,
     uncommitted: [],
@@ -55,7 +55,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     indexesDropped = false;
     await createBtreeIndexes(db!);
   };
-  const seenIds = new SeenIds();
+  const seenIds = new SeenIds(source.foldedIdsThatMayRepeat());
   let batch = newSourceBatch();
   let done = 0;
 
@@ -210,6 +210,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     throw err instanceof EmbedCancelled || (stopped && aborted()) ? new Interrupted(result.lastRowid) : err;
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
+    state.runKeys?.close();
   }
   await restoreIndexes();
   if (db && !dryRun) {

@@ -10,14 +10,19 @@ export function newSourceBatch(): SourceBatch {
 /**
  * The ids read so far, case-folded: a row whose id equals an earlier one but for case is a
  * clash (skipped, see classify.ts), one equal to the letter a repeat (its first occurrence may
- * be stored by now). Holds one entry per distinct id read.
+ * be stored by now). Only ids the source says may repeat (SourceFile.foldedIdsThatMayRepeat)
+ * are remembered, so memory grows with those, not with the file: none in a file whose ids are
+ * unique and ASCII.
  */
 export class SeenIds {
   private readonly byLower = new Map<string, string>();
+  constructor(private readonly mayRepeat: ReadonlySet<string>) {}
 
   /** Records the row's id, and marks the batch it joins when the id clashes or repeats. */
   add(row: SourceRow, batch: SourceBatch): void {
+    if (this.mayRepeat.size === 0) return;
     const lower = row.id.toLowerCase();
+    if (!this.mayRepeat.has(lower)) return;
     const seen = this.byLower.get(lower);
     if (seen === undefined) this.byLower.set(lower, row.id);
     else if (seen !== row.id) (batch.idClashes ??= new Map()).set(row, seen);

@@ -41,8 +41,9 @@ export interface PipelineOptions {
   onProgress?: (p: PipelineProgress) => void;
   onSkip?: (row: SkippedRow) => void;
   /**
-   * A dry run hands the texts a real run would embed here instead of keeping them in
-   * pendingEmbeds (the --batch-api pre-pass streams them into batch files).
+   * Where a dry run hands the texts a real run would embed, one group per embedding call, as
+   * it decides them: the dry run's preflight tallies them, the --batch-api pre-pass streams
+   * them into batch files. Without it a dry run only counts.
    */
   embedSink?: (inputs: EmbedInput[]) => Promise<void>;
 }
@@ -78,11 +79,6 @@ export interface PipelineResult {
   invalidStored: number;
   skippedRows: SkippedRow[];
   lastRowid: number | null;
-  /**
-   * Texts a dry run would send to the API (after dedup, reuse and unchanged rows), grouped
-   * as the real run would group them: one group per embedding call.
-   */
-  pendingEmbeds: EmbedInput[][];
 }
 
 /** Source rows in read order, with what the read loop noticed about their ids. */
@@ -147,12 +143,11 @@ export interface InflightKeys {
 /** What the batches of one run share. */
 export interface RunState {
   /**
-   * Dedup keys (user + dedup hash) of the rows this run stores, for the whole run. Kept only
-   * when the target is not asked instead: a dry run (nothing is written) and a first load
-   * (the target holds nothing but this run's rows, so the per-batch lookup is skipped).
+   * Dedup keys (user + dedup hash) of the rows this run would store, for the whole run: only
+   * in a dry run, whose rows the target never sees (every other run asks the target).
    */
   runKeys: RunDedupKeys | null;
-  /** Skip the target lookups: a first load into an empty target. */
+  /** Skip the lookup of existing ids: a first load into an empty target. */
   fresh: boolean;
   /**
    * The batches decided and not committed (their transactions may be open, or not started)

@@ -49,7 +49,7 @@ export function planOptions(source: SourceFile, filter: SourceFilter, base: Part
 export async function* planBatches(opts: PipelineOptions): AsyncGenerator<PlannedBatch> {
   // Only runKeys and inflight are read by exactDedup; no writer is ever used here.
   const state = { runKeys: new RunDedupKeys(), fresh: true, inflight: null, uncommitted: [], batches: 0 } as unknown as RunState;
-  const seenIds = new SeenIds();
+  const seenIds = new SeenIds(opts.source.foldedIdsThatMayRepeat());
   let batch = newSourceBatch();
   const decide = async (b: SourceBatch): Promise<PlannedBatch> => {
     const counts = emptyResult();
@@ -57,15 +57,19 @@ export async function* planBatches(opts: PipelineOptions): AsyncGenerator<Planne
     const { toWrite } = exactDedup(state, memories, new Map(), new Map(), counts);
     return { lastRowid: b.rows[b.rows.length - 1]!.rowid, rows: b.rows.length, counts, memories: toWrite, skips, rejects };
   };
-  for (const row of opts.source.rows(opts.filter)) {
-    seenIds.add(row, batch);
-    batch.rows.push(row);
-    if (batch.rows.length >= opts.batchSize) {
-      yield await decide(batch);
-      batch = newSourceBatch();
+  try {
+    for (const row of opts.source.rows(opts.filter)) {
+      seenIds.add(row, batch);
+      batch.rows.push(row);
+      if (batch.rows.length >= opts.batchSize) {
+        yield await decide(batch);
+        batch = newSourceBatch();
+      }
     }
+    if (batch.rows.length > 0) yield await decide(batch);
+  } finally {
+    state.runKeys?.close();
   }
-  if (batch.rows.length > 0) yield await decide(batch);
 }
 
 /** The namespace of each user under a template, or why it has none (remembered per user). */

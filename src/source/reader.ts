@@ -70,6 +70,14 @@ export interface SourceFile {
   ids(filter?: SourceFilter): IterableIterator<string>;
   /** Row count per user id, ordered by user id (NULL first). */
   users(filter?: SourceFilter): { userId: string | null; count: number }[];
+  /**
+   * The case-folded ids (String.prototype.toLowerCase, as SeenIds folds them) that may occur
+   * more than once in the file, filters aside: every id SQLite's ASCII lower() finds twice,
+   * and every id with a character outside printable ASCII (JavaScript folds more of those
+   * than SQLite does, Kelvin sign to k). One grouping query in SQLite, so a run keeps state
+   * only for these ids, not for every id it reads.
+   */
+  foldedIdsThatMayRepeat(): Set<string>;
   /** sha256 hex of the main file's bytes, read in chunks. */
   sha256(): string;
   close(): void;
@@ -275,6 +283,10 @@ function memorySource(
     `${contentExpr} AS content, ${c.embedding ?? 'NULL'} AS embedding, ${light}`;
   const selectKeys = `SELECT ${c.rowid} AS r, CAST(${c.id} AS TEXT) AS id, CAST(${c.userId} AS TEXT) AS user_id, ${light}`;
   const selectIds = `SELECT ${c.rowid} AS r, CAST(${c.id} AS TEXT) AS id FROM ${c.from}`;
+  // The id as rows() gives it, ASCII-folded; GLOB '*[^ -~]*' is true for any other character.
+  const foldedIdsSql =
+    `SELECT k FROM (SELECT lower(COALESCE(CAST(${c.id} AS TEXT), 'rowid:' || ${c.rowid})) AS k FROM ${c.from}) ` +
+    `GROUP BY k HAVING count(*) > 1 OR k GLOB '*[^ -~]*'`;
   const utf8 = o.utf8;
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   const lossy = new TextDecoder('utf-8', { ignoreBOM: true });
@@ -426,6 +438,11 @@ function memorySource(
         count: Number(r.count),
       }));
     },
+    foldedIdsThatMayRepeat() {
+      const folded = new Set<string>();
+      for (const k of guard(() => db.prepare(foldedIdsSql).pluck().iterate() as IterableIterator<string>)) folded.add(k.toLowerCase());
+      return folded;
+    },
     sha256: () => fileSha256(info.path),
     close() {
       if (db.open) db.close();
@@ -441,6 +458,7 @@ function emptySource(info: SourceInfo): SourceFile {
     *keys() {},
     *ids() {},
     users: () => [],
+    foldedIdsThatMayRepeat: () => new Set(),
     sha256: () => fileSha256(info.path),
     close() {},
   };
