@@ -12,16 +12,16 @@
 // message, when the disk holding the temp folder has less than 20 GB free.
 //
 //   node dist/scripts/bench.js --scale [--sizes 100000x64,1000000x64] [--keep]
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
-import { makeFixture } from './make-fixture.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const CLI = join(HERE, '..', 'src', 'cli.js');
+const MAKE_FIXTURE = join(HERE, 'make-fixture.js');
 const MODEL = 'local-hash-v1';
 const MIN_FREE_FOR_10M = 20 * 1024 ** 3;
 /** Linux reports /proc/<pid>/stat times in clock ticks of 1/100 s on every platform we run. */
@@ -91,6 +91,19 @@ function watchBackends(sql: postgres.Sql, database: string) {
   };
 }
 
+/**
+ * Writes the generated file in a child process: the generator plans the whole file in memory
+ * (unique texts, where the duplicates go), some 6 GB at 10M rows, more than Node's default heap.
+ * That is the fixture's memory, not the migration's.
+ */
+function writeFixture(file: string, size: ScaleSize): void {
+  const heapMb = Math.max(4096, Math.ceil(size.rows / 1_000_000) * 1400);
+  const args = [`--max-old-space-size=${heapMb}`, MAKE_FIXTURE, '--out', file, '--rows', String(size.rows),
+    '--dims', String(size.dims), '--encoding', 'f32', '--users', '8'];
+  const r = spawnSync(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`make-fixture exited ${r.status ?? r.signal}: ${(r.stderr ?? '').trim().split('\n').pop()}`);
+}
+
 /** Runs the CLI with a preload that writes its own CPU time and peak RSS when it exits. */
 function runMigrate(args: string[], usageFile: string): Promise<{ code: number; stdout: string; stderr: string }> {
   const preload = join(HERE, 'bench-scale-usage.js');
@@ -115,7 +128,7 @@ async function measure(serverUrl: string, size: ScaleSize, dir: string, keep: bo
   }
   const file = join(dir, `scale-${size.rows}x${size.dims}.db`);
   process.stderr.write(`scale bench: writing ${size.rows.toLocaleString('en-US')} rows × ${size.dims}…\n`);
-  makeFixture({ out: file, rows: size.rows, dims: size.dims, encoding: 'f32', users: 8 });
+  writeFixture(file, size);
   const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
   const database = `mm_scale_${process.pid}_${size.rows}_${size.dims}`;
   await admin.unsafe(`CREATE DATABASE ${database}`);

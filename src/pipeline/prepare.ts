@@ -50,19 +50,23 @@ export async function decideBatch(opts: PipelineOptions, state: RunState, batch:
 
   // What the target already holds for these ids, and which stored rows share a dedup key.
   // A first load asks about ids only when one repeats (its first occurrence may be stored by
-  // now), but always about dedup keys: the target's index on them (kept through a first load,
-  // see MEMORIES_BTREE_INDEXES) holds the run's keys, so the run need not.
+  // now), and about the dedup keys its filter says it may have stored: the target's index on
+  // them (kept through a first load, see MEMORIES_BTREE_INDEXES) holds the run's keys, so the
+  // run need not.
   const asksIds = db !== null && (!state.fresh || batch.repeatsId);
+  const storedKeys = state.storedKeys;
+  const asksKeysOf = db === null ? [] : storedKeys ? memories.filter((m) => storedKeys.mayHold(m.userId, m.dedupHash)) : memories;
   // The batches not committed when the lookups start: the target cannot show their keys yet.
   // (One that commits meanwhile may show up in both: the same owner either way.)
   const uncommitted = mergeInflight(state.uncommitted);
   const [existing, keyOwners] = await Promise.all([
     asksIds ? lookupExisting(db, memories) : new Map<string, Existing>(),
-    db !== null ? lookupDedupOwners(db, memories) : new Map<string, string>(),
+    asksKeysOf.length > 0 ? lookupDedupOwners(db!, asksKeysOf) : new Map<string, string>(),
   ]);
 
   state.inflight = uncommitted;
   const { toWrite, duplicates, staleDuplicates } = exactDedup(state, memories, existing, keyOwners, counts);
+  if (storedKeys) for (const s of toWrite) storedKeys.add(s.userId, s.dedupHash);
   if (opts.dedup.mode === 'fuzzy' && db) {
     await fuzzyDedup(db, opts, toWrite, duplicates, counts);
   }

@@ -8,7 +8,7 @@ import { memoryCopyWriter } from '../postgres/writer.js';
 import { createBtreeIndexes, dropMemoriesBtreeIndexes } from '../postgres/schema.js';
 import { commitBatch } from './commit.js';
 import { emptyResult } from './counts.js';
-import { RunDedupKeys } from './keys.js';
+import { RunDedupKeys, StoredKeyFilter } from './keys.js';
 import { newSourceBatch, SeenIds } from './source-batch.js';
 import { countMissingDefaults, ensureDefaultFragments } from './embed-step.js';
 import { targetIsEmpty } from './lookups.js';
@@ -39,6 +39,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
   const state: RunState = {
     runKeys: dryRun ? new RunDedupKeys() : null,
+    storedKeys: fresh ? new StoredKeyFilter() : null,
     fresh,
     inflight: null,
     uncommitted: [],

@@ -9,7 +9,7 @@ import type { SourceFilter, SourceRow } from '../source/types.js';
 import type { EmbeddingService } from '../embed/service.js';
 import type { EmbedInput } from '../embed/types.js';
 import type { MemoryCounts, SkippedRow } from '../report.js';
-import type { RunDedupKeys } from './keys.js';
+import type { RunDedupKeys, StoredKeyFilter } from './keys.js';
 
 export interface DedupOptions {
   mode: 'exact' | 'fuzzy' | 'semantic';
@@ -147,6 +147,11 @@ export interface RunState {
    * in a dry run, whose rows the target never sees (every other run asks the target).
    */
   runKeys: RunDedupKeys | null;
+  /**
+   * A first load's dedup keys as a filter of fixed size: which keys need asking the target
+   * about at all (only a key this run may have stored).
+   */
+  storedKeys: StoredKeyFilter | null;
   /** Skip the lookup of existing ids: a first load into an empty target. */
   fresh: boolean;
   /**

@@ -48,7 +48,7 @@ export function planOptions(source: SourceFile, filter: SourceFilter, base: Part
 /** Source rows batch by batch, classified and deduplicated, in rowid order. */
 export async function* planBatches(opts: PipelineOptions): AsyncGenerator<PlannedBatch> {
   // Only runKeys and inflight are read by exactDedup; no writer is ever used here.
-  const state = { runKeys: new RunDedupKeys(), fresh: true, inflight: null, uncommitted: [], batches: 0 } as unknown as RunState;
+  const state = { runKeys: new RunDedupKeys(), storedKeys: null, fresh: true, inflight: null, uncommitted: [], batches: 0 } as unknown as RunState;
   const seenIds = new SeenIds(opts.source.foldedIdsThatMayRepeat());
   let batch = newSourceBatch();
   const decide = async (b: SourceBatch): Promise<PlannedBatch> => {

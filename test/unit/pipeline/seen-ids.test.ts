@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { openSource } from '../../../src/source/reader.js';
 import { ScratchKeys } from '../../../src/source/scratch-keys.js';
 import { newSourceBatch, SeenIds } from '../../../src/pipeline/source-batch.js';
-import { RunDedupKeys } from '../../../src/pipeline/keys.js';
+import { RunDedupKeys, StoredKeyFilter } from '../../../src/pipeline/keys.js';
+import { createHash } from 'node:crypto';
 
 const dir = mkdtempSync(join(tmpdir(), 'mm-seen-ids-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -72,6 +73,22 @@ describe('SeenIds with the source prescan', () => {
     const r = marks(fileWithIds('null-id.db', ['ROWID:2', null]));
     assert.deepEqual(r.mayRepeat, ['rowid:2']);
     assert.deepEqual(r.marks, ['ROWID:2', 'rowid:2~ROWID:2']);
+  });
+});
+
+describe('StoredKeyFilter', () => {
+  const hash = (s: string) => createHash('sha256').update(s).digest('hex');
+  test('never forgets a key it was given; rarely claims one it was not; keys are per user', () => {
+    const filter = new StoredKeyFilter();
+    for (let i = 0; i < 200_000; i++) filter.add(`user_${i % 7}`, hash(`stored ${i}`));
+    for (let i = 0; i < 200_000; i++) assert.ok(filter.mayHold(`user_${i % 7}`, hash(`stored ${i}`)), `forgot stored ${i}`);
+    let claimed = 0;
+    for (let i = 0; i < 200_000; i++) if (filter.mayHold(`user_${i % 7}`, hash(`never stored ${i}`))) claimed++;
+    // 4 probes into 2^27 bits holding 200k keys: about 2e-8 of keys never stored.
+    assert.ok(claimed <= 2, `${claimed} keys never stored were claimed`);
+    let otherUser = 0;
+    for (let i = 0; i < 10_000; i++) if (filter.mayHold('someone_else', hash(`stored ${i}`))) otherUser++;
+    assert.ok(otherUser <= 2, `${otherUser} keys of other users were claimed`);
   });
 });
 
