@@ -47,6 +47,8 @@ interface ScaleResult {
   peakRssMb?: number;
   nodeCpuSeconds?: number;
   serverCpuSeconds?: number;
+  /** The server's CPU seconds until the vector index build started: the load's. */
+  serverLoadCpuSeconds?: number;
 }
 
 export function parseScaleSizes(arg: string | undefined): ScaleSize[] {
@@ -81,12 +83,17 @@ function watchBackends(sql: postgres.Sql, database: string) {
       await new Promise((r) => setTimeout(r, 200));
     }
   })();
+  const total = () => (last.size === 0 ? undefined : [...last.values()].reduce((a, b) => a + b, 0));
   return {
+    /** The CPU seconds so far, sampled now. */
+    async now(): Promise<number | undefined> {
+      await sample().catch(() => {});
+      return total();
+    },
     async stop(): Promise<number | undefined> {
       stopped = true;
       await loop;
-      if (last.size === 0) return undefined;
-      return [...last.values()].reduce((a, b) => a + b, 0);
+      return total();
     },
   };
 }
@@ -104,8 +111,11 @@ function writeFixture(file: string, size: ScaleSize): void {
   if (r.status !== 0) throw new Error(`make-fixture exited ${r.status ?? r.signal}: ${(r.stderr ?? '').trim().split('\n').pop()}`);
 }
 
-/** Runs the CLI with a preload that writes its own CPU time and peak RSS when it exits. */
-function runMigrate(args: string[], usageFile: string): Promise<{ code: number; stdout: string; stderr: string }> {
+/**
+ * Runs the CLI with a preload that writes its own CPU time and peak RSS when it exits;
+ * onLine(line) for each line it writes to stderr.
+ */
+function runMigrate(args: string[], usageFile: string, onLine: (line: string) => void): Promise<{ code: number; stdout: string; stderr: string }> {
   const preload = join(HERE, 'bench-scale-usage.js');
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', preload, CLI, ...args], {
@@ -115,7 +125,13 @@ function runMigrate(args: string[], usageFile: string): Promise<{ code: number; 
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
+    let partial = '';
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      const lines = (partial + d).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) onLine(line);
+    });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
   });
@@ -138,12 +154,19 @@ async function measure(serverUrl: string, size: ScaleSize, dir: string, keep: bo
   try {
     process.stderr.write(`scale bench: migrating ${size.rows.toLocaleString('en-US')} rows × ${size.dims}…\n`);
     const backends = watchBackends(admin, database);
+    // The server's CPU for the load alone: sampled when the CLI says the first vector index
+    // build starts (the btree indexes a first load builds again are part of its load).
+    let loadServerCpu: Promise<number | undefined> | undefined;
     const run = await runMigrate(
       ['migrate', '--sqlite', file, '--database-url', url.toString(), '--embedder', 'local', '--model', MODEL,
-        '--source-model', MODEL, '--dimensions', String(size.dims), '--skip-test', '--quiet', '--json'],
+        '--source-model', MODEL, '--dimensions', String(size.dims), '--skip-test', '--json'],
       usageFile,
+      (line) => {
+        if (loadServerCpu === undefined && line.startsWith('building ivfflat index')) loadServerCpu = backends.now();
+      },
     );
     const serverCpu = await backends.stop();
+    const serverLoadCpu = await loadServerCpu;
     if (run.code !== 0) throw new Error(`migrate exited ${run.code}: ${run.stderr.trim().split('\n').pop()}`);
     const report = JSON.parse(run.stdout);
     const usage = JSON.parse(readFileSync(usageFile, 'utf8')) as { cpuMicros: number; maxRssKb: number };
@@ -154,6 +177,7 @@ async function measure(serverUrl: string, size: ScaleSize, dir: string, keep: bo
       peakRssMb: usage.maxRssKb / 1024,
       nodeCpuSeconds: usage.cpuMicros / 1e6,
       ...(serverCpu !== undefined ? { serverCpuSeconds: serverCpu } : {}),
+      ...(serverLoadCpu !== undefined ? { serverLoadCpuSeconds: serverLoadCpu } : {}),
     };
   } finally {
     if (!keep) rmSync(file, { force: true });
@@ -178,13 +202,13 @@ export async function runScaleBench(serverUrl: string, sizes: ScaleSize[], keep:
   }
   const base = results.find((r) => r.size.rows === 100_000 && r.size.dims === 64 && !r.skipped);
   const lines = [
-    '| rows | dims | load | rows/s | rows/s vs 100k | indexes | peak RSS | RSS vs 100k | Node CPU | server CPU | Node ÷ server |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| rows | dims | load | rows/s | rows/s vs 100k | indexes | peak RSS | RSS vs 100k | Node CPU | server CPU, load | Node ÷ server, load | server CPU, with indexes |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     const label = `| ${r.size.rows.toLocaleString('en-US')} | ${r.size.dims} |`;
     if (r.skipped) {
-      lines.push(`${label} ${r.skipped} | | | | | | | | |`);
+      lines.push(`${label} ${r.skipped} | | | | | | | | | |`);
       continue;
     }
     const rate = r.size.rows / r.loadSeconds!;
@@ -193,15 +217,17 @@ export async function runScaleBench(serverUrl: string, sizes: ScaleSize[], keep:
     lines.push(
       `${label} ${fmt(r.loadSeconds)} s | ${Math.round(rate).toLocaleString('en-US')} | ${sameDims ? fmt(rate / baseRate!) + '×' : '—'} | ` +
         `${fmt(r.indexSeconds)} s | ${fmt(r.peakRssMb, 0)} MB | ${sameDims ? fmt(r.peakRssMb! / base.peakRssMb!) + '×' : '—'} | ` +
-        `${fmt(r.nodeCpuSeconds)} s | ${r.serverCpuSeconds === undefined ? 'not readable' : fmt(r.serverCpuSeconds) + ' s'} | ` +
-        `${r.serverCpuSeconds ? fmt(r.nodeCpuSeconds! / r.serverCpuSeconds) : '—'} |`,
+        `${fmt(r.nodeCpuSeconds)} s | ${r.serverLoadCpuSeconds === undefined ? 'not readable' : fmt(r.serverLoadCpuSeconds) + ' s'} | ` +
+        `${r.serverLoadCpuSeconds ? fmt(r.nodeCpuSeconds! / r.serverLoadCpuSeconds) : '—'} | ` +
+        `${r.serverCpuSeconds === undefined ? 'not readable' : fmt(r.serverCpuSeconds) + ' s'} |`,
     );
   }
   console.log(lines.join('\n'));
   console.log(
     '\nload = the CLI\'s timings.loadMs (rows read to last batch committed, indexes not included); Node CPU = user + system ' +
-      'of the CLI process over the whole run; server CPU = user + system of every backend of the run\'s database ' +
-      '(/proc/<pid>/stat, sampled every 200 ms), index builds included.',
+      'of the CLI process over the whole run (it idles while the server builds the vector indexes); server CPU = ' +
+      'user + system of every backend of the run\'s database (/proc/<pid>/stat, sampled every 200 ms), until the ' +
+      'first vector index build starts ("load") and to the end ("with indexes").',
   );
   writeFileSync(join(tmpdir(), 'memory-migrate-bench-scale.json'), JSON.stringify(results, null, 2));
 }

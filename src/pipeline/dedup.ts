@@ -81,8 +81,16 @@ export function exactDedup(
 }
 
 /**
- * Near-duplicates by word-set Jaccard against the user's stored memories and the batch.
- * Recorded in memory_duplicates; with skipMatches the later row is not stored.
+ * How many of a user's stored memories fuzzy dedup compares a batch with: the most recent.
+ * Their texts and word sets are what it holds, for each user of the batch, while it decides
+ * the batch (about 1 KB a memory); older memories are not compared.
+ */
+export const FUZZY_POOL_PER_USER = 10_000;
+
+/**
+ * Near-duplicates by word-set Jaccard against the user's most recent stored memories (up to
+ * FUZZY_POOL_PER_USER) and the batch. Recorded in memory_duplicates; with skipMatches the
+ * later row is not stored.
  */
 export async function fuzzyDedup(
   db: Db,
@@ -94,9 +102,15 @@ export async function fuzzyDedup(
   const threshold = opts.dedup.threshold ?? 0.9;
   const users = [...new Set(toWrite.filter((t) => t.changedContent).map((t) => t.userId))];
   if (users.length === 0) return;
+  // Bounded: the most recent FUZZY_POOL_PER_USER of each user's stored memories, in the
+  // order they were stored (the first of equal scores wins).
   const stored = await db.query<{ id: string; user_id: string; content: string }>(
-    `SELECT id, user_id, content FROM memories WHERE user_id = ANY($1::text[]) ORDER BY created_at, id`,
-    [users],
+    `SELECT id, user_id, content FROM (
+       SELECT id, user_id, content, created_at,
+              row_number() OVER (PARTITION BY user_id ORDER BY created_at DESC, id DESC) AS recent
+         FROM memories WHERE user_id = ANY($1::text[])) s
+      WHERE recent <= $2 ORDER BY created_at, id`,
+    [users, FUZZY_POOL_PER_USER],
   );
   const pool = new Map<string, { id: string; words: Set<string> }[]>();
   for (const s of stored) {
@@ -134,7 +148,8 @@ export async function fuzzyDedup(
  * of each new vector to the user's stored rows and to the rows before it in this batch, so
  * the outcome does not depend on where batches start. The ORDER BY is not an index order, so
  * the search is exact, never an ivfflat approximation. With skipMatches the later row is not
- * stored (it was embedded already: the match needs its vector).
+ * stored (it was embedded already: the match needs its vector). It holds only the batch: the
+ * comparison with stored rows runs in the database (a scan of the user's rows per new row).
  */
 export async function semanticDedup(
   db: Db,
