@@ -439,9 +439,12 @@ function memorySource(
       }));
     },
     foldedIdsThatMayRepeat() {
-      const folded = new Set<string>();
-      for (const k of guard(() => db.prepare(foldedIdsSql).pluck().iterate() as IterableIterator<string>)) folded.add(k.toLowerCase());
-      return folded;
+      // The iteration inside guard too: a lock or a corrupt page shows up while stepping.
+      return guard(() => {
+        const folded = new Set<string>();
+        for (const k of db.prepare(foldedIdsSql).pluck().iterate() as IterableIterator<string>) folded.add(k.toLowerCase());
+        return folded;
+      });
     },
     sha256: () => fileSha256(info.path),
     close() {
