@@ -55,7 +55,12 @@ export async function decideBatch(opts: PipelineOptions, state: RunState, batch:
   // run need not.
   const asksIds = db !== null && (!state.fresh || batch.repeatsId);
   const storedKeys = state.storedKeys;
-  const asksKeysOf = db === null ? [] : storedKeys ? memories.filter((m) => storedKeys.mayHold(m.userId, m.dedupHash)) : memories;
+  const asksKeysOf =
+    db === null || (state.fresh && !storedKeys && !batch.repeatsId)
+      ? []
+      : storedKeys
+        ? memories.filter((m) => storedKeys.mayHold(m.userId, m.dedupHash))
+        : memories;
   // The batches not committed when the lookups start: the target cannot show their keys yet.
   // (One that commits meanwhile may show up in both: the same owner either way.)
   const uncommitted = mergeInflight(state.uncommitted);

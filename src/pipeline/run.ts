@@ -8,7 +8,7 @@ import { memoryCopyWriter } from '../postgres/writer.js';
 import { createBtreeIndexes, dropMemoriesBtreeIndexes } from '../postgres/schema.js';
 import { commitBatch } from './commit.js';
 import { emptyResult } from './counts.js';
-import { RunDedupKeys, StoredKeyFilter } from './keys.js';
+import { RunDedupKeys } from './keys.js';
 import { newSourceBatch, SeenIds } from './source-batch.js';
 import { countMissingDefaults, ensureDefaultFragments } from './embed-step.js';
 import { targetIsEmpty } from './lookups.js';
@@ -38,8 +38,10 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   // and the per-batch lookup of existing ids is skipped.
   const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
   const state: RunState = {
-    runKeys: dryRun ? new RunDedupKeys() : null,
-    storedKeys: fresh ? new StoredKeyFilter() : null,
+    // A first load keeps its keys on disk: asking the target instead missed a duplicate now
+    // and then on PostgreSQL (a race not found yet); see StoredKeyFilter.
+    runKeys: dryRun || fresh ? new RunDedupKeys() : null,
+    storedKeys: null,
     fresh,
     inflight: null,
     uncommitted: [],
