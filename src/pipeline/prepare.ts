@@ -49,10 +49,9 @@ export async function decideBatch(opts: PipelineOptions, state: RunState, batch:
   const { memories, fragments, skips, rejects } = await classifyRows(opts, batch, counts);
 
   // What the target already holds for these ids, and which stored rows share a dedup key.
-  // A first load asks about ids only when one repeats (its first occurrence may be stored by
-  // now), and about the dedup keys its filter says it may have stored: the target's index on
-  // them (kept through a first load, see MEMORIES_BTREE_INDEXES) holds the run's keys, so the
-  // run need not.
+  // A first load asks only when an id repeats (its first occurrence may be stored by now); its
+  // other dedup keys are in RunState.runKeys. (With StoredKeyFilter, switched off in run.ts, it
+  // would ask the target about the keys the filter says it may have stored.)
   const asksIds = db !== null && (!state.fresh || batch.repeatsId);
   const storedKeys = state.storedKeys;
   const asksKeysOf =

@@ -35,7 +35,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   const result = emptyResult();
   // A first load (memories and memory_duplicates empty when the run starts): the target holds
   // only this run's rows, and source ids do not repeat, so no id of a batch can be stored yet
-  // and the per-batch lookup of existing ids is skipped.
+  // and the per-batch lookups are skipped: its dedup keys are kept in runKeys (on disk).
   const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
   const state: RunState = {
     // A first load keeps its keys on disk: asking the target instead missed a duplicate now
