@@ -149,12 +149,19 @@ export class EmbeddingService {
     if (inputs.length === 0) return { done: Promise.resolve([]) };
     const groups = this.group(inputs);
 
-    const hits = await this.cache.getMany(groups.filter((g) => !this.pending.has(g.key)).map((g) => g.key));
+    // The calls already embedding a text are taken before the cache lookup: one may finish
+    // while it runs (and leave `pending`), and its text must not be sent again.
+    const earlier = new Map<string, Promise<EmbedResult | null>>();
+    for (const g of groups) {
+      const p = this.pending.get(g.key);
+      if (p) earlier.set(g.key, p);
+    }
+    const hits = await this.cache.getMany(groups.filter((g) => !earlier.has(g.key)).map((g) => g.key));
     const misses: Group[] = [];
     const shared: Array<[Group, Promise<EmbedResult | null>]> = [];
     for (const g of groups) {
       const v = hits.get(g.key);
-      const other = this.pending.get(g.key);
+      const other = earlier.get(g.key) ?? this.pending.get(g.key);
       if (v && v.length === this.provider.dimensions) {
         for (const i of g.indices) results[i] = { vector: v };
         this.stats.cached += g.indices.length;

@@ -704,6 +704,29 @@ describe('EmbeddingService', () => {
     assert.equal(stats.cached, 4);
   });
 
+  test('a text another call is embedding is not sent again when that call finishes during the cache lookup', async () => {
+    server.reset();
+    // The second call's cache lookup returns only once the first call has finished.
+    let lookupWaitsFor: Promise<unknown> | null = null;
+    class SlowCache extends EmbeddingCache {
+      override async getMany(keys: readonly string[]) {
+        if (lookupWaitsFor) await lookupWaitsFor;
+        return super.getMany(keys);
+      }
+    }
+    const stats = emptyEmbedStats();
+    const svc = new EmbeddingService({ provider: provider(server), cache: new SlowCache(), stats });
+    const first = await svc.submit(inputsOf(['likes dark roast']));
+    lookupWaitsFor = first.done;
+    const second = await svc.submit(inputsOf(['likes dark roast', 'orders on monday']));
+    const [a] = vectorsOf(await first.done);
+    const [b, c] = vectorsOf(await second.done);
+    const sent: string[] = server.embeddingRequests.flatMap((r) => r.body.input);
+    assert.deepEqual(sent.sort(), ['likes dark roast', 'orders on monday']);
+    assert.equal(stats.computed, 2);
+    assert.ok(sameBits(a!, b!) && !sameBits(b!, c!));
+  });
+
   test('a rejected text is rejected for every input that has it, and not cached', async () => {
     server.reset();
     server.setOptions({ poison: 'BAD' });
