@@ -49,17 +49,11 @@ export async function decideBatch(opts: PipelineOptions, state: RunState, batch:
   const { memories, fragments, skips, rejects } = await classifyRows(opts, batch, counts);
 
   // What the target already holds for these ids, and which stored rows share a dedup key.
-  // A first load asks only when an id repeats (its first occurrence may be stored by now); its
-  // other dedup keys are in RunState.runKeys. (With StoredKeyFilter, switched off in run.ts, it
-  // would ask the target about the keys the filter says it may have stored.)
+  // A first load asks about an id only when it repeats (its first occurrence may be stored by
+  // now), and about a dedup key only when StoredKeyFilter says the run may have stored it.
   const asksIds = db !== null && (!state.fresh || batch.repeatsId);
   const storedKeys = state.storedKeys;
-  const asksKeysOf =
-    db === null || (state.fresh && !storedKeys && !batch.repeatsId)
-      ? []
-      : storedKeys
-        ? memories.filter((m) => storedKeys.mayHold(m.userId, m.dedupHash))
-        : memories;
+  const asksKeysOf = db === null ? [] : storedKeys ? memories.filter((m) => storedKeys.mayHold(m.userId, m.dedupHash)) : memories;
   // The batches not committed when the lookups start: the target cannot show their keys yet.
   // (One that commits meanwhile may show up in both: the same owner either way.)
   const uncommitted = mergeInflight(state.uncommitted);

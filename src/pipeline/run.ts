@@ -8,7 +8,7 @@ import { memoryCopyWriter } from '../postgres/writer.js';
 import { createBtreeIndexes, dropMemoriesBtreeIndexes } from '../postgres/schema.js';
 import { commitBatch } from './commit.js';
 import { emptyResult } from './counts.js';
-import { RunDedupKeys } from './keys.js';
+import { RunDedupKeys, StoredKeyFilter } from './keys.js';
 import { newSourceBatch, SeenIds } from './source-batch.js';
 import { countMissingDefaults, ensureDefaultFragments } from './embed-step.js';
 import { targetIsEmpty } from './lookups.js';
@@ -34,14 +34,12 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   const total = source.count(opts.filter);
   const result = emptyResult();
   // A first load (memories and memory_duplicates empty when the run starts): the target holds
-  // only this run's rows, and source ids do not repeat, so no id of a batch can be stored yet
-  // and the per-batch lookups are skipped: its dedup keys are kept in runKeys (on disk).
+  // only this run's rows, so no id of a batch can be stored yet unless it repeats, and a dedup
+  // key is asked of the target only when StoredKeyFilter says this run may have stored it.
   const fresh = db !== null && !dryRun && (await targetIsEmpty(db));
   const state: RunState = {
-    // A first load keeps its keys on disk: asking the target instead missed a duplicate now
-    // and then on PostgreSQL (a race not found yet); see StoredKeyFilter.
-    runKeys: dryRun || fresh ? new RunDedupKeys() : null,
-    storedKeys: null,
+    runKeys: dryRun ? new RunDedupKeys() : null,
+    storedKeys: fresh ? new StoredKeyFilter() : null,
     fresh,
     inflight: null,
     uncommitted: [],

@@ -108,9 +108,8 @@ function schemaFileScope(text: string): 'installed' | 'adopted' | 'both' {
  * The secondary btree indexes of memories (sql/007_btree_indexes.sql) that a first load drops
  * and builds once after the COPY: maintaining them row by row cost the server a quarter to a
  * third of the load (random inserts into five growing btrees). Should the load stop before
- * they are built again, the next run's installSchema creates them. memories_dedup_idx stays,
- * for StoredKeyFilter's lookups, which are switched off for now (see run.ts): while they are,
- * dropping it here again would spare the server its upkeep during a first load.
+ * they are built again, the next run's installSchema creates them. memories_dedup_idx stays:
+ * a first load asks it about the keys StoredKeyFilter says it may have stored.
  */
 export const MEMORIES_BTREE_INDEXES = [
   'memories_uuid_key',
