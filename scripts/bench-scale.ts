@@ -6,7 +6,9 @@
 //   peak RSS of the Node process;
 //   Node CPU seconds (process.cpuUsage of the CLI process, read at its exit) and the CPU
 //   seconds of the server backends that served it (/proc/<pid>/stat of every backend of its
-//   database, polled while it runs), and their ratio.
+//   database, polled while it runs), and their ratio; and that ratio per row, with the fixed
+//   costs (startup, the file's sha256, the schema) taken out of both sides by a second run of
+//   the same file's first 1,000 rows.
 // CPU time is the measure: wall time on these shared 2-CPU machines moves with the neighbours.
 // The 10M run needs about 8 GB for its file and as much for the database: it is skipped, with a
 // message, when the disk holding the temp folder has less than 20 GB free.
@@ -49,6 +51,9 @@ interface ScaleResult {
   serverCpuSeconds?: number;
   /** The server's CPU seconds until the vector index build started: the load's. */
   serverLoadCpuSeconds?: number;
+  /** The same figures for the first FIXED_COST_ROWS rows of the same file. */
+  fixedNodeCpuSeconds?: number;
+  fixedServerLoadCpuSeconds?: number;
 }
 
 export function parseScaleSizes(arg: string | undefined): ScaleSize[] {
@@ -137,29 +142,34 @@ function runMigrate(args: string[], usageFile: string, onLine: (line: string) =>
   });
 }
 
-async function measure(serverUrl: string, size: ScaleSize, dir: string, keep: boolean): Promise<ScaleResult> {
-  const free = statfsSync(dir);
-  if (size.rows >= 10_000_000 && free.bavail * free.bsize < MIN_FREE_FOR_10M) {
-    return { size, skipped: `skipped: ${(free.bavail * free.bsize / 1024 ** 3).toFixed(1)} GB free in ${dir}, the 10M run needs 20 GB` };
-  }
-  const file = join(dir, `scale-${size.rows}x${size.dims}.db`);
-  process.stderr.write(`scale bench: writing ${size.rows.toLocaleString('en-US')} rows × ${size.dims}…\n`);
-  writeFixture(file, size);
-  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
-  const database = `mm_scale_${process.pid}_${size.rows}_${size.dims}`;
+/** Rows of the small run beside each size: its CPU is the run's fixed cost (startup, the file's sha256, schema). */
+const FIXED_COST_ROWS = 1000;
+
+interface RunFigures {
+  loadSeconds: number;
+  indexSeconds: number;
+  peakRssMb: number;
+  nodeCpuSeconds: number;
+  serverCpuSeconds?: number;
+  serverLoadCpuSeconds?: number;
+}
+
+/** Migrates `file` (its first `limit` rows when given) into a fresh database of the server. */
+async function migrateOnce(admin: postgres.Sql, serverUrl: string, file: string, size: ScaleSize, dir: string, tag: string, limit?: number): Promise<RunFigures> {
+  const database = `mm_scale_${process.pid}_${size.rows}_${size.dims}_${tag}`;
   await admin.unsafe(`CREATE DATABASE ${database}`);
   const url = new URL(serverUrl);
   url.pathname = `/${database}`;
   const usageFile = join(dir, 'usage.json');
   try {
-    process.stderr.write(`scale bench: migrating ${size.rows.toLocaleString('en-US')} rows × ${size.dims}…\n`);
     const backends = watchBackends(admin, database);
     // The server's CPU for the load alone: sampled when the CLI says the first vector index
     // build starts (the btree indexes a first load builds again are part of its load).
     let loadServerCpu: Promise<number | undefined> | undefined;
     const run = await runMigrate(
       ['migrate', '--sqlite', file, '--database-url', url.toString(), '--embedder', 'local', '--model', MODEL,
-        '--source-model', MODEL, '--dimensions', String(size.dims), '--skip-test', '--json'],
+        '--source-model', MODEL, '--dimensions', String(size.dims), '--skip-test', '--json',
+        ...(limit === undefined ? [] : ['--limit', String(limit)])],
       usageFile,
       (line) => {
         if (loadServerCpu === undefined && line.startsWith('building ivfflat index')) loadServerCpu = backends.now();
@@ -171,7 +181,6 @@ async function measure(serverUrl: string, size: ScaleSize, dir: string, keep: bo
     const report = JSON.parse(run.stdout);
     const usage = JSON.parse(readFileSync(usageFile, 'utf8')) as { cpuMicros: number; maxRssKb: number };
     return {
-      size,
       loadSeconds: report.timings.loadMs / 1000,
       indexSeconds: report.timings.indexMs / 1000,
       peakRssMb: usage.maxRssKb / 1024,
@@ -180,10 +189,42 @@ async function measure(serverUrl: string, size: ScaleSize, dir: string, keep: bo
       ...(serverLoadCpu !== undefined ? { serverLoadCpuSeconds: serverLoadCpu } : {}),
     };
   } finally {
-    if (!keep) rmSync(file, { force: true });
     await admin.unsafe(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => {});
+  }
+}
+
+async function measure(serverUrl: string, size: ScaleSize, dir: string, keep: boolean): Promise<ScaleResult> {
+  const free = statfsSync(dir);
+  if (size.rows >= 10_000_000 && free.bavail * free.bsize < MIN_FREE_FOR_10M) {
+    return { size, skipped: `skipped: ${(free.bavail * free.bsize / 1024 ** 3).toFixed(1)} GB free in ${dir}, the 10M run needs 20 GB` };
+  }
+  const file = join(dir, `scale-${size.rows}x${size.dims}.db`);
+  process.stderr.write(`scale bench: writing ${size.rows.toLocaleString('en-US')} rows × ${size.dims}…\n`);
+  writeFixture(file, size);
+  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  try {
+    process.stderr.write(`scale bench: migrating ${size.rows.toLocaleString('en-US')} rows × ${size.dims}…\n`);
+    const full = await migrateOnce(admin, serverUrl, file, size, dir, 'all');
+    // The same file, its first rows only: the CPU both runs share (startup, the file's sha256,
+    // the schema), so the difference is what the other rows cost each side.
+    const small = await migrateOnce(admin, serverUrl, file, size, dir, 'first', FIXED_COST_ROWS);
+    return {
+      size,
+      ...full,
+      fixedNodeCpuSeconds: small.nodeCpuSeconds,
+      ...(small.serverLoadCpuSeconds !== undefined ? { fixedServerLoadCpuSeconds: small.serverLoadCpuSeconds } : {}),
+    };
+  } finally {
+    if (!keep) rmSync(file, { force: true });
     await admin.end();
   }
+}
+
+/** Node's CPU per row over the server's, once the fixed costs of a run are taken out of both. */
+function perRowRatio(r: ScaleResult): number | undefined {
+  if (r.serverLoadCpuSeconds === undefined || r.fixedNodeCpuSeconds === undefined || r.fixedServerLoadCpuSeconds === undefined) return undefined;
+  const server = r.serverLoadCpuSeconds - r.fixedServerLoadCpuSeconds;
+  return server > 0 ? (r.nodeCpuSeconds! - r.fixedNodeCpuSeconds) / server : undefined;
 }
 
 const fmt = (n: number | undefined, digits = 2) => (n === undefined ? '—' : n.toFixed(digits));
@@ -202,13 +243,13 @@ export async function runScaleBench(serverUrl: string, sizes: ScaleSize[], keep:
   }
   const base = results.find((r) => r.size.rows === 100_000 && r.size.dims === 64 && !r.skipped);
   const lines = [
-    '| rows | dims | load | rows/s | rows/s vs 100k | indexes | peak RSS | RSS vs 100k | Node CPU | server CPU, load | Node ÷ server, load | server CPU, with indexes |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| rows | dims | load | rows/s | rows/s vs 100k | indexes | peak RSS | RSS vs 100k | Node CPU | server CPU, load | Node ÷ server, load | Node ÷ server, per row | server CPU, with indexes |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     const label = `| ${r.size.rows.toLocaleString('en-US')} | ${r.size.dims} |`;
     if (r.skipped) {
-      lines.push(`${label} ${r.skipped} | | | | | | | | | |`);
+      lines.push(`${label} ${r.skipped} | | | | | | | | | | |`);
       continue;
     }
     const rate = r.size.rows / r.loadSeconds!;
@@ -218,7 +259,7 @@ export async function runScaleBench(serverUrl: string, sizes: ScaleSize[], keep:
       `${label} ${fmt(r.loadSeconds)} s | ${Math.round(rate).toLocaleString('en-US')} | ${sameDims ? fmt(rate / baseRate!) + '×' : '—'} | ` +
         `${fmt(r.indexSeconds)} s | ${fmt(r.peakRssMb, 0)} MB | ${sameDims ? fmt(r.peakRssMb! / base.peakRssMb!) + '×' : '—'} | ` +
         `${fmt(r.nodeCpuSeconds)} s | ${r.serverLoadCpuSeconds === undefined ? 'not readable' : fmt(r.serverLoadCpuSeconds) + ' s'} | ` +
-        `${r.serverLoadCpuSeconds ? fmt(r.nodeCpuSeconds! / r.serverLoadCpuSeconds) : '—'} | ` +
+        `${r.serverLoadCpuSeconds ? fmt(r.nodeCpuSeconds! / r.serverLoadCpuSeconds) : '—'} | ${fmt(perRowRatio(r))} | ` +
         `${r.serverCpuSeconds === undefined ? 'not readable' : fmt(r.serverCpuSeconds) + ' s'} |`,
     );
   }
@@ -227,7 +268,9 @@ export async function runScaleBench(serverUrl: string, sizes: ScaleSize[], keep:
     '\nload = the CLI\'s timings.loadMs (rows read to last batch committed, indexes not included); Node CPU = user + system ' +
       'of the CLI process over the whole run (it idles while the server builds the vector indexes); server CPU = ' +
       'user + system of every backend of the run\'s database (/proc/<pid>/stat, sampled every 200 ms), until the ' +
-      'first vector index build starts ("load") and to the end ("with indexes").',
+      'first vector index build starts ("load") and to the end ("with indexes"). Per row = (Node CPU − Node CPU of a ' +
+      `run of the file's first ${FIXED_COST_ROWS} rows) ÷ (the same for the server's load CPU): the fixed costs both runs ` +
+      "share (startup, the file's sha256, the schema) left out.",
   );
   writeFileSync(join(tmpdir(), 'memory-migrate-bench-scale.json'), JSON.stringify(results, null, 2));
 }
