@@ -20,7 +20,7 @@ import type { Db } from '../postgres/connection.js';
 import type { Output } from '../output.js';
 import { describeLoadError, errorMessage, oneLine, UsageError } from '../errors.js';
 import { redact } from '../secrets.js';
-import { fileSize, PreflightTally, readRejects, writeReportFile } from './migrate-steps.js';
+import { fileSize, PreflightTally, readRejects, rejectedRows, SkippedRowSpool, writeReportFile } from './migrate-steps.js';
 import {
   buildProvider,
   buildService,
@@ -129,8 +129,8 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
   let runId: number | null = null;
   let phase: 'setup' | 'load' | 'finish' = 'setup';
   // Every skipped row, for the --report file (the printed report keeps the first 1,000); kept
-  // only when there is such a file.
-  const allSkipped: SkippedRow[] = [];
+  // on disk, and only when there is such a file.
+  const allSkipped = flags.report ? new SkippedRowSpool() : null;
   const rejectStart = fileSize(flags.rejectFile);
   const controller = new AbortController();
   const onSignal = () => {
@@ -240,7 +240,7 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         userInMetadata: flags.userInMetadata ?? false,
         signal: controller.signal,
         onProgress: (p) => progress.update(p.done, p.memories),
-        ...(flags.report ? { onSkip: (row: SkippedRow) => void allSkipped.push(row) } : {}),
+        ...(allSkipped ? { onSkip: (row: SkippedRow) => allSkipped.add(row) } : {}),
         ...(tally ? { embedSink: (inputs: EmbedInput[]) => tally.add(inputs) } : {}),
       });
     } finally {
@@ -319,16 +319,16 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    // Every rejected row for the --report file; else only the ones the printed report shows.
-    const rejected = readRejects(flags.rejectFile, rejectStart, flags.report ? Infinity : MAX_SKIPPED_IN_REPORT);
-    report.rejectedRows = rejected.slice(0, MAX_SKIPPED_IN_REPORT);
+    report.rejectedRows = readRejects(flags.rejectFile, rejectStart, MAX_SKIPPED_IN_REPORT);
     if (flags.report) {
       try {
-        writeReportFile(flags.report, report, allSkipped, rejected);
+        // Every rejected row, read from the reject file as the report is written.
+        writeReportFile(flags.report, report, allSkipped!, rejectedRows(flags.rejectFile, rejectStart));
       } catch (e) {
         out.error(`memory-migrate: cannot write the report to ${flags.report}: ${errorMessage(e)}`);
       }
     }
+    allSkipped?.close();
     await lock?.release().catch(() => {});
     await db?.close().catch(() => {});
     source.close();

@@ -4,12 +4,13 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, runCli, parseJson } from '../../helpers/cli.js';
 import { startFakeOpenAI } from '../../helpers/fake-openai.js';
+import { writeMemoryFile } from '../../helpers/rerun.js';
 import { createProgress, createStepProgress, isInteractive } from '../../../src/progress.js';
 import type { Output } from '../../../src/output.js';
 import { emptyEmbedStats } from '../../../src/embed/types.js';
@@ -290,6 +291,27 @@ describe('--report', () => {
     } finally {
       await api.close();
     }
+  });
+
+  test('holds every skipped row, past the 1,000 printed, and leaves no temp file behind', async () => {
+    const dir = tmpDir();
+    const file = join(dir, 'skips.db');
+    const skipped = Array.from({ length: 2500 }, (_, i) => ({ id: `s${i}`, user: null, content: `orphan ${i}` }));
+    writeMemoryFile(file, [...skipped, { id: 'kept', user: 'user_1', content: 'likes dark roast' }]);
+    const temp = join(dir, 'tmp');
+    mkdirSync(temp);
+    const reportFile = join(dir, 'report.json');
+    const res = await runCli(
+      ['migrate', '--sqlite', file, '--pglite-dir', join(dir, 'pg'), '--embedder', 'local', '--skip-test', '--json', '--report', reportFile],
+      { TMPDIR: temp },
+    );
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(parseJson(res).skippedRows.length, 1000);
+    const full = JSON.parse(readFileSync(reportFile, 'utf8'));
+    assert.deepEqual(full.skippedRows, skipped.map((s) => ({ id: s.id, user: null, reason: 'user_id is NULL' })));
+    assert.deepEqual(full.rejectedRows, []);
+    assert.equal(full.memories.migrated, 1);
+    assert.deepEqual(readdirSync(temp).filter((f) => f.startsWith('mm-')), [], 'scratch files removed');
   });
 });
 
