@@ -227,17 +227,12 @@ export async function migrate(flags: MigrateFlags, out: Output): Promise<{ repor
         source,
         db,
         embeddings: service,
-        model: provider.model,
-        dimensions: provider.dimensions,
-        sourceModel: flags.sourceModel ?? null,
+        ...pipelineFlags(flags, provider),
         filter,
-        dedup: { mode: flags.dedup ?? MIGRATE_DEFAULTS.dedup, threshold: flags.dedupThreshold, skipMatches: flags.dedupSkip },
-        batchSize: flags.batchSize ?? MIGRATE_DEFAULTS.batchSize,
         dryRun,
         runId,
         // Rows PostgreSQL cannot store go to the reject file too; a dry run writes nothing.
         ...(flags.rejectFile && !dryRun ? { rejectFile: flags.rejectFile } : {}),
-        userInMetadata: flags.userInMetadata ?? false,
         signal: controller.signal,
         onProgress: (p) => progress.update(p.done, p.memories),
         ...(allSkipped ? { onSkip: (row: SkippedRow) => allSkipped.add(row) } : {}),
@@ -385,15 +380,10 @@ async function embedThroughBatches(
         source,
         db,
         embeddings: buildService(provider, db, true),
-        model: provider.model,
-        dimensions: provider.dimensions,
-        sourceModel: flags.sourceModel ?? null,
+        ...pipelineFlags(flags, provider),
         filter,
-        dedup: { mode: flags.dedup ?? MIGRATE_DEFAULTS.dedup, threshold: flags.dedupThreshold, skipMatches: flags.dedupSkip },
-        batchSize: flags.batchSize ?? MIGRATE_DEFAULTS.batchSize,
         dryRun: true,
         runId: null,
-        userInMetadata: flags.userInMetadata ?? false,
         signal,
         onProgress: (p) => prepass.update(p.done, p.memories),
       },
@@ -411,6 +401,18 @@ async function embedThroughBatches(
   }
   if (stats.batches === 0 && stats.resumed === 0) out.info('Batch API: nothing to embed through it, no batches were needed');
   return batches;
+}
+
+/** What the flags decide of the pipeline: the load and the Batch API pre-pass decide alike. */
+function pipelineFlags(flags: MigrateFlags, provider: { model: string; dimensions: number }) {
+  return {
+    model: provider.model,
+    dimensions: provider.dimensions,
+    sourceModel: flags.sourceModel ?? null,
+    dedup: { mode: flags.dedup ?? MIGRATE_DEFAULTS.dedup, threshold: flags.dedupThreshold, skipMatches: flags.dedupSkip },
+    batchSize: flags.batchSize ?? MIGRATE_DEFAULTS.batchSize,
+    userInMetadata: flags.userInMetadata ?? false,
+  };
 }
 
 function countsOf(r: MigrationReport) {

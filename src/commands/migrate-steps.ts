@@ -23,11 +23,18 @@ export class PreflightTally {
 
   async add(group: EmbedInput[]): Promise<void> {
     const { total, service, planned } = this;
-    const fresh = group.filter((g) => !planned.has(service.keyFor(g.text)));
+    const fresh: EmbedInput[] = [];
+    const freshKeys: string[] = [];
+    for (const g of group) {
+      const key = service.keyFor(g.text);
+      if (planned.has(key)) continue;
+      fresh.push(g);
+      freshKeys.push(key);
+    }
     total.cached += group.length - fresh.length;
     // The run's first request is a small probe, sent alone: planned as such.
     const pf = await service.preflight(fresh, { first: total.requests === 0 });
-    for (const g of fresh) planned.set(service.keyFor(g.text), '');
+    for (const key of freshKeys) planned.set(key, '');
     total.textsToEmbed += pf.texts;
     total.tokens += pf.tokens;
     total.requests += pf.requests;
