@@ -13,6 +13,7 @@ import { startFakeOpenAI, type FakeOpenAI } from '../helpers/fake-openai.js';
 import { withDb, writeMemoryFile, sentTexts, freshTarget, type HandRow } from '../helpers/rerun.js';
 import { localEmbedding } from '../../src/embed/local-provider.js';
 import { defaultFragments } from '../../src/postgres/fragments.js';
+import { FUZZY_POOL_PER_USER } from '../../src/pipeline/dedup.js';
 import type { TargetOptions } from '../../src/postgres/connection.js';
 import type { Db } from '../../src/postgres/connection.js';
 
@@ -192,6 +193,32 @@ describe('dedup', { concurrency: true }, () => {
         const r3 = parseJson(await local(t3, nearFile, ['--batch-size', '2']));
         assert.deepEqual(r3.memories.duplicates, { exact: 0, fuzzy: 0, semantic: 0, total: 0 });
         assert.equal(r3.memories.migrated, 6);
+      });
+
+      test(`--dedup fuzzy compares with the user's ${FUZZY_POOL_PER_USER.toLocaleString('en-US')} most recent memories, not older ones`, async () => {
+        // One more stored memory than the pool holds: the oldest is outside it.
+        const text = (i: number) => `note ${i} about order ${i * 7} coffee grinder beans roast ${i * 13} week`;
+        const heavy: HandRow[] = Array.from({ length: FUZZY_POOL_PER_USER + 1 }, (_, i) => ({ id: `h${i}`, user: 'heavy', content: text(i) }));
+        const before = join(dir, `pool-before-${target.name}.db`);
+        writeMemoryFile(before, heavy);
+        const t = await freshTarget(target);
+        // Narrow vectors: the pool is about texts, and 10,001 rows load faster so.
+        const narrow = ['--dimensions', '16'];
+        assert.equal((await local(t, before, narrow)).code, 0);
+        // Two later rows with the same words (Jaccard 1.0): one of the oldest memory, one of the newest.
+        const newest = FUZZY_POOL_PER_USER;
+        const after = join(dir, `pool-after-${target.name}.db`);
+        writeMemoryFile(after, [
+          ...heavy,
+          { id: 'echo-oldest', user: 'heavy', content: `Note 0: about order 0, coffee grinder beans roast 0 week!` },
+          { id: 'echo-newest', user: 'heavy', content: `Note ${newest}: about order ${newest * 7}, coffee grinder beans roast ${newest * 13} week!` },
+        ]);
+        const r = parseJson(await local(t, after, [...narrow, '--dedup', 'fuzzy']));
+        assert.deepEqual(r.memories.duplicates, { exact: 0, fuzzy: 1, semantic: 0, total: 1 });
+        assert.equal(r.memories.migrated, 2);
+        await withDb(t, async (db) => {
+          assert.deepEqual((await dups(db)).map((x) => [x.duplicate_id, x.original_id, x.similarity_score]), [['echo-newest', `h${newest}`, 1]]);
+        });
       });
 
       test('--dedup semantic records cosine ≥ 0.85 within the user by a pgvector query', async () => {
